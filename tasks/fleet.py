@@ -1,0 +1,298 @@
+"""fleet.yaml: the typed declaration of model families and the products they cover."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+
+class FleetError(ValueError):
+    """A user mistake in fleet.yaml, with the file, line and field path in its message."""
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RidgeSpec(_Spec):
+    """scikit-learn Ridge regression on the family's features."""
+
+    kind: Literal["ridge"]
+    alpha: float = Field(1.0, ge=0)
+
+
+class ElasticNetSpec(_Spec):
+    """scikit-learn ElasticNet on the family's features."""
+
+    kind: Literal["elastic_net"]
+    alpha: float = Field(0.1, ge=0)
+    l1_ratio: float = Field(0.5, ge=0, le=1)
+
+
+class RandomForestSpec(_Spec):
+    """scikit-learn RandomForestRegressor on the family's features."""
+
+    kind: Literal["random_forest"]
+    n_estimators: PositiveInt = 100
+    max_depth: PositiveInt | None = 8
+    min_samples_leaf: PositiveInt = 5
+
+
+class LightGBMSpec(_Spec):
+    """LightGBM gradient boosting on the family's features."""
+
+    kind: Literal["lightgbm"]
+    n_estimators: PositiveInt = 100
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(31, ge=2)
+    min_data_in_leaf: PositiveInt = 20
+    feature_fraction: float = Field(1.0, gt=0, le=1)
+    objective: Literal["regression", "poisson", "tweedie", "l1"] = "regression"
+
+
+ModelSpec = Annotated[
+    RidgeSpec | ElasticNetSpec | RandomForestSpec | LightGBMSpec, Field(discriminator="kind")
+]
+CalendarFeature = Literal["dayofweek", "dayofmonth", "dayofyear", "weekofyear", "month"]
+
+
+class FeatureSpec(_Spec):
+    """Features built from each product's own history (and named exogenous columns)."""
+
+    lags: tuple[PositiveInt, ...] = (1, 7, 14, 28)
+    rolling_means: tuple[PositiveInt, ...] = (7, 28)
+    calendar: tuple[CalendarFeature, ...] = ("dayofweek", "month")
+    exogenous: tuple[str, ...] = ()
+
+    @property
+    def lookback(self) -> int:
+        """Periods of history one feature row needs."""
+        return max((*self.lags, *self.rolling_means, 1))
+
+
+class BacktestSpec(_Spec):
+    """Rolling-origin backtest: `windows` forecasts of the horizon, `step` periods apart."""
+
+    windows: int = Field(3, ge=2)
+    step: PositiveInt | None = None
+
+
+class ValidationSpec(_Spec):
+    """Per-product data checks beyond the panel schema."""
+
+    min_history: PositiveInt | None = None
+    max_stale_periods: PositiveInt = 28
+    allow_gaps: bool = False
+
+
+class ProductSelector(_Spec):
+    """Which products a family covers: explicit ids, glob patterns, or all products in the data."""
+
+    ids: tuple[str, ...] = ()
+    match: tuple[str, ...] = ()
+    all: bool = False
+    exclude: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> ProductSelector:
+        if not (self.ids or self.match or self.all):
+            raise ValueError("give at least one of ids, match or all: true")
+        return self
+
+    def matches(self, product_id: str) -> bool:
+        """True when a pattern or `all` covers the product (explicit ids are claimed first)."""
+        if any(fnmatch.fnmatchcase(product_id, p) for p in self.exclude):
+            return False
+        return self.all or any(fnmatch.fnmatchcase(product_id, p) for p in self.match)
+
+
+class FamilySpec(_Spec):
+    """A pipeline for one category of use case and the products it covers."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    frequency: Literal["D", "W", "MS"] = "D"
+    horizon: PositiveInt = 28
+    season_length: PositiveInt = 7
+    features: FeatureSpec = FeatureSpec()
+    models: tuple[ModelSpec, ...] = Field(min_length=1)
+    backtest: BacktestSpec = BacktestSpec()
+    validation: ValidationSpec = ValidationSpec()
+    products: ProductSelector
+
+    @property
+    def backtest_step(self) -> int:
+        """Periods between backtest origins."""
+        return self.backtest.step or self.horizon
+
+    @property
+    def min_history(self) -> int:
+        """Shortest history that can be backtested and fitted."""
+        needed = (
+            self.horizon
+            + self.backtest_step * (self.backtest.windows - 1)
+            + max(self.features.lookback, self.season_length)
+            + 2 * self.season_length
+        )
+        return max(self.validation.min_history or 0, needed)
+
+    def config_hash(self) -> str:
+        """Stable hash of this family's configuration."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+class GateSpec(_Spec):
+    """What a challenger must beat to be registered."""
+
+    metric: Literal["mase", "wape", "smape", "mae", "rmse"] = "mase"
+    baseline_margin: float = Field(0.05, ge=0, lt=1)
+    champion_margin: float = Field(0.0, ge=0, lt=1)
+
+
+class FleetSpec(_Spec):
+    """The whole fleet: families, gate, sharding and failure budget."""
+
+    version: Literal[1] = 1
+    promotion: Literal["auto", "manual"] = "manual"
+    gate: GateSpec = GateSpec()
+    failure_budget: float = Field(0.1, ge=0, le=1)
+    shard_size: PositiveInt = 50
+    families: tuple[FamilySpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FleetSpec:
+        names = [f.name for f in self.families]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"family names must be unique; repeated: {', '.join(dupes)}")
+        owner: dict[str, str] = {}
+        for family in self.families:
+            for pid in family.products.ids:
+                if pid in owner and owner[pid] != family.name:
+                    raise ValueError(
+                        f"product {pid!r} is listed in families {owner[pid]!r} and {family.name!r}"
+                    )
+                owner[pid] = family.name
+        return self
+
+    def family(self, name: str) -> FamilySpec:
+        """The family with this name."""
+        for family in self.families:
+            if family.name == name:
+                return family
+        raise KeyError(name)
+
+    def assign(self, product_ids: Iterable[str]) -> dict[str, list[str]]:
+        """Map each family to the products it covers; explicit ids win, then families in order."""
+        available = sorted(set(product_ids))
+        claimed = {pid: f.name for f in self.families for pid in f.products.ids}
+        out: dict[str, list[str]] = {f.name: [] for f in self.families}
+        for pid in available:
+            name = claimed.get(pid) or next(
+                (f.name for f in self.families if f.products.matches(pid)), None
+            )
+            if name is not None:
+                out[name].append(pid)
+        return out
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A slice of one family's products, trained as one unit of work."""
+
+    key: str
+    family: str
+    product_ids: tuple[str, ...]
+
+
+def make_shards(assignment: dict[str, list[str]], size: int) -> list[Shard]:
+    """Split each family's products into shards of at most `size`."""
+    shards = []
+    for family, ids in assignment.items():
+        for start in range(0, len(ids), size):
+            chunk = tuple(ids[start : start + size])
+            shards.append(Shard(f"{family}-{start // size:04d}", family, chunk))
+    return shards
+
+
+@dataclass(frozen=True)
+class LoadedFleet:
+    """A parsed fleet.yaml with the hash of its exact bytes."""
+
+    spec: FleetSpec
+    path: Path
+    sha256: str
+
+
+def load_fleet(path: Path | str) -> LoadedFleet:
+    """Parse and validate fleet.yaml; raise FleetError naming file, line and field on mistakes."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise FleetError(f"{path}: cannot read fleet file ({exc.strerror})") from None
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise FleetError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise FleetError(f"{path}: expected a mapping with 'families' at the top level")
+    try:
+        spec = FleetSpec.model_validate(data)
+    except ValidationError as exc:
+        raise FleetError(_describe(exc, node, path)) from None
+    return LoadedFleet(spec, path, hashlib.sha256(raw).hexdigest())
+
+
+def _describe(exc: ValidationError, root: yaml.Node | None, path: Path) -> str:
+    """One line per problem: `fleet.yaml:12: families[1].models[0].num_leaves: <message>`."""
+    errors = exc.errors()
+    locs = [tuple(e["loc"]) for e in errors]
+    lines = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        if err["type"] == "too_short" and any(o[: len(loc)] == loc and o != loc for o in locs):
+            continue  # pydantic repeats an item's failure as "too short" on its container
+        dotted, line = _locate(root, err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        where = f"{path}:{line}" if line else str(path)
+        lines.append(f"{where}: {dotted or '(top level)'}: {msg}")
+    return "\n".join(lines)
+
+
+def _locate(root: yaml.Node | None, loc: Sequence[Any]) -> tuple[str, int | None]:
+    """Follow a pydantic error location through the YAML node tree; return path and line."""
+    node, dotted = root, ""
+    line = root.start_mark.line + 1 if root is not None else None
+    for i, part in enumerate(loc):
+        found = _child(node, part)
+        if found is None:
+            if isinstance(part, str) and i < len(loc) - 1:
+                continue  # a discriminator tag pydantic adds to the location
+            dotted += f"[{part}]" if isinstance(part, int) else f".{part}"
+            break
+        marker, node = found
+        dotted += f"[{part}]" if isinstance(part, int) else f".{part}"
+        line = marker.start_mark.line + 1
+    return dotted.lstrip("."), line
+
+
+def _child(node: yaml.Node | None, part: Any) -> tuple[yaml.Node, yaml.Node] | None:
+    """(node that marks the line, node to descend into) for a key or index, if present."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == str(part):
+                return key, value
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return node.value[part], node.value[part]
+    return None

@@ -1,0 +1,248 @@
+"""Features, candidate models and recursive forecasting for one product's series.
+
+This module is shipped inside every registered MLflow model, so it imports only numpy,
+pandas, lightgbm, scikit-learn and skops: never the rest of the factory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FREQ_ALIASES = {"D": "D", "W": "7D", "MS": "MS"}
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Which features a model sees (mirrors the fleet's FeatureSpec)."""
+
+    lags: tuple[int, ...] = (1, 7, 14, 28)
+    rolling_means: tuple[int, ...] = (7, 28)
+    calendar: tuple[str, ...] = ("dayofweek", "month")
+    exogenous: tuple[str, ...] = ()
+
+    @property
+    def lookback(self) -> int:
+        """Periods of history one feature row needs."""
+        return max((*self.lags, *self.rolling_means, 1))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A candidate: its kind, parameters and features, plus the series' frequency facts."""
+
+    kind: str
+    params: dict[str, Any]
+    features: FeatureConfig
+    season_length: int
+    frequency: str = "D"
+
+    @property
+    def key(self) -> str:
+        """Canonical text identifying this configuration (equal configs, equal keys)."""
+        return json.dumps(asdict(self), sort_keys=True, default=list)
+
+    @property
+    def label(self) -> str:
+        """Short human label such as `lightgbm` or `ridge(alpha=1.0)`."""
+        return self.kind
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        """Inverse of `key`."""
+        raw = json.loads(text)
+        feats = {k: tuple(v) for k, v in raw.pop("features").items()}
+        return cls(features=FeatureConfig(**feats), **raw)
+
+
+@dataclass
+class Series:
+    """One product's history: dates, target and exogenous values, oldest first."""
+
+    ds: np.ndarray
+    y: np.ndarray
+    exog: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def head(self, n: int) -> Series:
+        """The first n periods."""
+        return Series(self.ds[:n], self.y[:n], {k: v[:n] for k, v in self.exog.items()})
+
+    def window(self, start: int, stop: int) -> Series:
+        """Periods [start, stop)."""
+        return Series(
+            self.ds[start:stop],
+            self.y[start:stop],
+            {k: v[start:stop] for k, v in self.exog.items()},
+        )
+
+
+def calendar_matrix(ds: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """Calendar features for dates, one column per name."""
+    idx = pd.DatetimeIndex(ds)
+    cols = []
+    for name in names:
+        if name == "weekofyear":
+            cols.append(idx.isocalendar().week.to_numpy(dtype="float64"))
+        else:
+            cols.append(getattr(idx, name).to_numpy(dtype="float64"))
+    return np.column_stack(cols) if cols else np.empty((len(idx), 0))
+
+
+def design_matrix(series: Series, cfg: FeatureConfig, start: int) -> np.ndarray:
+    """Feature rows for periods start..n-1 using only values strictly before each period."""
+    y, n = series.y, len(series.y)
+    cum = np.concatenate([[0.0], np.cumsum(y)])
+    t = np.arange(start, n)
+    cols = [y[t - lag] for lag in cfg.lags]
+    cols += [(cum[t] - cum[t - w]) / w for w in cfg.rolling_means]
+    parts = [np.column_stack(cols) if cols else np.empty((len(t), 0))]
+    parts.append(calendar_matrix(series.ds[start:], cfg.calendar))
+    parts += [series.exog[c][start:, None] for c in cfg.exogenous]
+    return np.hstack(parts)
+
+
+def future_dates(last: np.datetime64, horizon: int, frequency: str) -> np.ndarray:
+    """The `horizon` period dates after `last`."""
+    rng = pd.date_range(pd.Timestamp(last), periods=horizon + 1, freq=FREQ_ALIASES[frequency])
+    return rng[1:].to_numpy("datetime64[ns]")
+
+
+def default_future_exog(history: Series, horizon: int, names: tuple[str, ...]) -> dict:
+    """Assumed future inputs when none are given: no promotion, last known value otherwise."""
+    out = {}
+    for name in names:
+        fill = 0.0 if name == "promo" else float(history.exog[name][-1])
+        out[name] = np.full(horizon, fill)
+    return out
+
+
+class Fitted:
+    """A fitted candidate that forecasts recursively from a history."""
+
+    def __init__(self, config: ModelConfig, estimator: Any) -> None:
+        self.config = config
+        self.estimator = estimator
+
+    def forecast(
+        self, history: Series, ds: np.ndarray, exog: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """Forecast the periods `ds` that follow `history` directly, one step at a time."""
+        h, cfg = len(ds), self.config
+        if cfg.kind == "seasonal_naive":
+            return seasonal_naive(history.y, h, cfg.season_length)
+        feats = cfg.features
+        exog = exog or default_future_exog(history, h, feats.exogenous)
+        static = np.hstack(
+            [
+                calendar_matrix(ds, feats.calendar),
+                *(np.asarray(exog[c])[:, None] for c in feats.exogenous),
+            ]
+        )
+        y = np.concatenate([history.y, np.zeros(h)])
+        n = len(history.y)
+        out = np.empty(h)
+        for i in range(h):
+            t = n + i
+            lags = [y[t - lag] for lag in feats.lags]
+            rolls = [y[t - w : t].mean() for w in feats.rolling_means]
+            row = np.concatenate([lags, rolls, static[i]])[None, :]
+            y[t] = out[i] = max(float(self._predict(row)[0]), 0.0)
+        return out
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        if self.config.kind == "lightgbm":
+            return self.estimator.predict(x, num_threads=1)
+        return self.estimator.predict(x)
+
+    def dumps(self) -> bytes:
+        """Safe serialisation: LightGBM's text format or skops, never pickle."""
+        kind = self.config.kind
+        if kind == "seasonal_naive":
+            return b""
+        if kind == "lightgbm":
+            return self.estimator.model_to_string().encode()
+        import skops.io as sio
+
+        return sio.dumps(self.estimator)
+
+
+def seasonal_naive(y: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """Repeat the last full season."""
+    season = min(season, len(y))
+    last = y[-season:]
+    return np.resize(last, horizon).astype("float64")
+
+
+def fit(config: ModelConfig, series: Series, seed: int = 0) -> Fitted:
+    """Fit a candidate on a history (deterministic: fixed seeds, one thread)."""
+    if config.kind == "seasonal_naive":
+        return Fitted(config, None)
+    lookback = config.features.lookback
+    x = design_matrix(series, config.features, lookback)
+    y = series.y[lookback:]
+    p = dict(config.params)
+    if config.kind == "lightgbm":
+        import lightgbm as lgb
+
+        params = {
+            "objective": p.pop("objective", "regression"),
+            "learning_rate": p.pop("learning_rate", 0.05),
+            "num_leaves": p.pop("num_leaves", 31),
+            "min_data_in_leaf": p.pop("min_data_in_leaf", 20),
+            "feature_fraction": p.pop("feature_fraction", 1.0),
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": 1,
+            "seed": seed,
+            "verbose": -1,
+        }
+        rounds = p.pop("n_estimators", 100)
+        booster = lgb.train(params, lgb.Dataset(x, y, free_raw_data=True), num_boost_round=rounds)
+        return Fitted(config, booster)
+    return Fitted(config, _sklearn(config.kind, p, seed).fit(x, y))
+
+
+def _sklearn(kind: str, params: dict[str, Any], seed: int) -> Any:
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.linear_model import ElasticNet, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "ridge":
+        return make_pipeline(StandardScaler(), Ridge(**params))
+    if kind == "elastic_net":
+        return make_pipeline(StandardScaler(), ElasticNet(random_state=seed, **params))
+    if kind == "random_forest":
+        return RandomForestRegressor(random_state=seed, n_jobs=1, **params)
+    raise ValueError(f"unknown model kind {kind!r}")
+
+
+SKOPS_TRUSTED = (
+    "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.linear_model._ridge.Ridge",
+    "sklearn.linear_model._coordinate_descent.ElasticNet",
+    "sklearn.ensemble._forest.RandomForestRegressor",
+    "sklearn.tree._classes.DecisionTreeRegressor",
+    "sklearn.tree._tree.Tree",
+)
+
+
+def loads(config: ModelConfig, payload: bytes) -> Fitted:
+    """Inverse of `Fitted.dumps`; refuses any skops type outside the factory's own list."""
+    if config.kind == "seasonal_naive":
+        return Fitted(config, None)
+    if config.kind == "lightgbm":
+        import lightgbm as lgb
+
+        return Fitted(config, lgb.Booster(model_str=payload.decode()))
+    import skops.io as sio
+
+    untrusted = [t for t in sio.get_untrusted_types(data=payload) if t not in SKOPS_TRUSTED]
+    if untrusted:
+        raise ValueError(f"refusing to load untrusted types: {', '.join(untrusted)}")
+    return Fitted(config, sio.loads(payload, trusted=list(SKOPS_TRUSTED)))
