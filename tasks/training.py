@@ -83,9 +83,13 @@ def train_product(
     """Backtest every candidate and the baseline, gate the best, refit it if it wins."""
     t0 = time.perf_counter()
     fp = series_fingerprint(series)
-    windows = rolling_windows(len(series.y), family.horizon, family.backtest.windows, family.backtest_step)
+    windows = rolling_windows(
+        len(series.y), family.horizon, family.backtest.windows, family.backtest_step
+    )
     candidates = model_configs(family)
-    results: dict[str, BacktestResult] = {"seasonal_naive": backtest(baseline_config(family), series, windows)}
+    results: dict[str, BacktestResult] = {
+        "seasonal_naive": backtest(baseline_config(family), series, windows)
+    }
     results.update({label: backtest(cfg, series, windows) for label, cfg in candidates.items()})
     metric = gate.metric
     label = min(candidates, key=lambda k: results[k].mean[metric])
@@ -128,12 +132,18 @@ def _rescore_champion(
     return ChampionScore(
         champion.version,
         same.mean[metric],
-        same_config=any(r.config.key == champion.config_json for k, r in results.items() if k != "seasonal_naive"),
+        same_config=any(
+            r.config.key == champion.config_json
+            for k, r in results.items()
+            if k != "seasonal_naive"
+        ),
         same_data=champion.data_fingerprint == fingerprint,
     )
 
 
-def _attach_model(outcome: ProductOutcome, config: ModelConfig, series: Series, horizon: int) -> None:
+def _attach_model(
+    outcome: ProductOutcome, config: ModelConfig, series: Series, horizon: int
+) -> None:
     """Refit the winner on the full history; keep its bytes, history tail and forecast."""
     model = fit(config, series)
     ds = future_dates(series.ds[-1], horizon, config.frequency)
@@ -163,6 +173,12 @@ def train_many(
             last = traceback.extract_tb(exc.__traceback__)[-1]
             where = f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
             out.append(
-                ProductOutcome(pid, family.name, "failed", f"{type(exc).__name__}: {exc} ({where})", n_obs=len(series.y))
+                ProductOutcome(
+                    pid,
+                    family.name,
+                    "failed",
+                    f"{type(exc).__name__}: {exc} ({where})",
+                    n_obs=len(series.y),
+                )
             )
     return out

@@ -1,0 +1,160 @@
+"""The train-fleet steps as Prefect tasks over plain functions (the flow only wires them)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import ray
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run, task_run
+
+from tasks.data import read_panel
+from tasks.fanout import ensure_ray, put_shard, train_on_ray
+from tasks.fleet import FleetSpec, LoadedFleet, Shard, load_fleet, make_shards
+from tasks.forecaster import Series
+from tasks.lineage import RunLineage, git_commit, package_version
+from tasks.registry import PRODUCTION, Registered, Registry
+from tasks.schemas import ValidationReport, product_arrays, validate_panel
+from tasks.settings import Settings
+from tasks.training import ChampionRef, ProductOutcome
+
+
+class BudgetExceeded(RuntimeError):
+    """More of the fleet was quarantined or failed than fleet.yaml's failure_budget allows."""
+
+
+@dataclass
+class PreparedFleet:
+    """A validated fleet, its shards and where each shard's series sit in Ray's object store."""
+
+    fleet: LoadedFleet
+    report: ValidationReport
+    shards: list[Shard]
+    refs: dict[str, ray.ObjectRef] = field(repr=False)
+    validation_s: float
+
+
+@dataclass
+class ShardReport:
+    """What one shard produced: outcomes, registrations and time spent registering."""
+
+    key: str
+    outcomes: list[ProductOutcome]
+    registered: dict[str, Registered]
+    registry_s: float
+
+
+def restrict(report: ValidationReport, products: Iterable[str] | None) -> ValidationReport:
+    """Keep only the named products in the report (all when None)."""
+    if products is None:
+        return report
+    keep = set(products)
+    report.assignment = {f: [p for p in ids if p in keep] for f, ids in report.assignment.items()}
+    report.quarantined = {p: r for p, r in report.quarantined.items() if p in keep}
+    return report
+
+
+def shard_series(
+    panel: pd.DataFrame, fleet: FleetSpec, shard: Shard, arrays: dict
+) -> list[tuple[str, Series]]:
+    """The (product id, series) pairs of one shard with the family's exogenous columns."""
+    exog = fleet.family(shard.family).features.exogenous
+    return [
+        (pid, Series(arrays[pid]["ds"], arrays[pid]["y"], {c: arrays[pid][c] for c in exog}))
+        for pid in shard.product_ids
+    ]
+
+
+@task(cache_policy=NO_CACHE, task_run_name="validate-data")
+def prepare_fleet(
+    fleet_path: str, settings: Settings, products: list[str] | None = None
+) -> PreparedFleet:
+    """Load fleet.yaml and the sales data, validate, quarantine, shard, and stage shards in Ray."""
+    log = get_run_logger()
+    t0 = time.perf_counter()
+    fleet = load_fleet(Path(fleet_path))
+    panel = read_panel(settings.resolved_data_url)
+    as_of = pd.Timestamp(settings.as_of) if settings.as_of else None
+    clean, report = validate_panel(panel, fleet.spec, as_of)
+    report = restrict(report, products)
+    validation_s = time.perf_counter() - t0
+    log.info(
+        "validated %d rows / %d products: %d ok, %d quarantined, %d not in the fleet",
+        report.n_rows,
+        report.n_products,
+        len(report.valid_ids),
+        len(report.quarantined),
+        len(report.unassigned),
+    )
+    resources = ensure_ray(settings)
+    log.info("Ray resources: %s", resources)
+    shards = make_shards(report.assignment, fleet.spec.shard_size)
+    exog = sorted({c for f in fleet.spec.families for c in f.features.exogenous})
+    arrays = product_arrays(clean.loc[clean["unique_id"].isin(report.valid_ids)], exog)
+    refs = {s.key: put_shard(shard_series(clean, fleet.spec, s, arrays)) for s in shards}
+    return PreparedFleet(fleet, report, shards, refs, validation_s)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def fetch_champions(settings: Settings) -> dict[str, ChampionRef]:
+    """Every product's current champion, in a few paged registry searches."""
+    return Registry(settings).champions()
+
+
+@task(
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    task_run_name="train-{shard.key}",
+)
+def train_shard(
+    shard: Shard,
+    items_ref: ray.ObjectRef,
+    fleet: LoadedFleet,
+    champions: dict[str, ChampionRef],
+    lineage: RunLineage,
+    registry: Registry,
+) -> ShardReport:
+    """Fit, backtest and gate every product of a shard on Ray, then register its winners.
+
+    A bad product becomes a failed outcome with its reason; only infrastructure errors raise
+    (and are retried). On a retry, champions are re-read so nothing is registered twice.
+    """
+    spec = fleet.spec
+    family = spec.family(shard.family)
+    mine = {p: champions[p] for p in shard.product_ids if p in champions}
+    if task_run.run_count > 1:
+        fresh = registry.champions()
+        mine = {p: fresh[p] for p in shard.product_ids if p in fresh}
+    outcomes = train_on_ray(items_ref, family, spec.gate, mine)
+    done, registry_s = registry.register_shard(
+        shard.key, outcomes, lineage, spec.promotion == "auto", family.backtest.windows
+    )
+    return ShardReport(shard.key, outcomes, {r.product_id: r for r in done}, registry_s)
+
+
+def run_lineage(fleet: LoadedFleet) -> RunLineage:
+    """Lineage shared by all of this flow run's models."""
+    return RunLineage(
+        fleet_sha256=fleet.sha256,
+        package_version=package_version(),
+        git_commit=git_commit(),
+        flow_run_id=str(flow_run.id or ""),
+        flow_run_url=flow_run.ui_url or "",
+    )
+
+
+def current_versions(
+    pid: str, reg: Registered | None, champion: ChampionRef | None
+) -> tuple[str | None, str | None]:
+    """(staging, production) versions a product is served by after this run."""
+    if reg is not None:
+        return reg.staging_version, reg.production_version
+    if champion is not None and f".{PRODUCTION}." in champion.model_name:
+        return None, champion.version
+    return (champion.version if champion else None), None

@@ -1,0 +1,329 @@
+"""The MLflow registry: one registered model per product and environment, with lineage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+
+from tasks.lineage import RunLineage
+from tasks.settings import Settings
+from tasks.training import ChampionRef, ProductOutcome
+
+STAGING, PRODUCTION = "staging", "production"
+CHAMPION_ALIAS, CANDIDATE_ALIAS = "champion", "candidate"
+CURRENT_TAG = "factory.current"  # JSON {version, config, data_fingerprint} on the registered model
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+FORECASTER_CODE = Path(__file__).with_name("forecaster.py")
+PIP_REQUIREMENTS = [
+    f"mlflow=={mlflow.__version__}",
+    "lightgbm==4.7.0",
+    "scikit-learn==1.9.1",
+    "skops==0.16.0",
+    "pandas==3.1.1",
+    "numpy==2.4.6",
+]
+_SAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def product_slug(product_id: str) -> str:
+    """A name-safe form of any product id; a hash suffix keeps distinct ids distinct."""
+    slug = _SAFE.sub("_", product_id)[:80]
+    if slug != product_id:
+        slug += "-" + hashlib.sha256(product_id.encode()).hexdigest()[:8]
+    return slug
+
+
+def model_name(prefix: str, environment: str, product_id: str) -> str:
+    """`<prefix>.<environment>.<product slug>`, e.g. `factory.production.grocery-00001`."""
+    return f"{prefix}.{environment}.{product_slug(product_id)}"
+
+
+@dataclass(frozen=True)
+class Registered:
+    """Where one product's new model landed."""
+
+    product_id: str
+    staging_version: str
+    production_version: str | None
+
+
+class Registry:
+    """MLflow tracking + registry access for the factory (thread-safe for concurrent shards)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.prefix = settings.model_prefix
+        self.client = MlflowClient(settings.tracking_uri, settings.mlflow_registry_uri)
+        self._writers = threading.BoundedSemaphore(settings.registry_concurrency)
+        self._experiment_id: str | None = None
+
+    @property
+    def experiment_id(self) -> str:
+        """The factory's experiment, created with the configured artifact root if missing."""
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.settings.experiment)
+            if exp is None:
+                try:
+                    self._experiment_id = self.client.create_experiment(
+                        self.settings.experiment, artifact_location=self.settings.artifact_root
+                    )
+                except MlflowException:  # created concurrently
+                    exp = self.client.get_experiment_by_name(self.settings.experiment)
+            if exp is not None:
+                self._experiment_id = exp.experiment_id
+        assert self._experiment_id is not None
+        return self._experiment_id
+
+    def name(self, environment: str, product_id: str) -> str:
+        """Registered model name of a product in an environment."""
+        return model_name(self.prefix, environment, product_id)
+
+    def current_models(self, environment: str) -> dict[str, dict[str, Any]]:
+        """product id -> the `factory.current` record of its registered model, in a few pages."""
+        out: dict[str, dict[str, Any]] = {}
+        token = None
+        while True:
+            page = self.client.search_registered_models(
+                filter_string=f"name LIKE '{self.prefix}.{environment}.%'",
+                max_results=1000,
+                page_token=token,
+            )
+            for rm in page:
+                tags = rm.tags or {}
+                if CURRENT_TAG in tags and "factory.product_id" in tags:
+                    out[tags["factory.product_id"]] = json.loads(tags[CURRENT_TAG])
+            token = page.token
+            if not token:
+                return out
+
+    def champions(self) -> dict[str, ChampionRef]:
+        """Each product's champion: its production model, else its latest staging version."""
+        out = {}
+        for env in (STAGING, PRODUCTION):  # production overrides staging
+            for pid, rec in self.current_models(env).items():
+                out[pid] = ChampionRef(
+                    self.name(env, pid), rec["version"], rec["config"], rec["data_fingerprint"]
+                )
+        return out
+
+    def register_shard(
+        self,
+        shard_key: str,
+        outcomes: list[ProductOutcome],
+        lineage: RunLineage,
+        promote: bool,
+        backtest_windows: int,
+    ) -> tuple[list[Registered], float]:
+        """One MLflow run per shard holds its models; each winner becomes a version with lineage.
+
+        Returns what was registered and the seconds spent (for the per-product cost split).
+        """
+        winners = [o for o in outcomes if o.status == "registered"]
+        t0 = time.perf_counter()
+        with self._writers:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"shard-{shard_key}",
+                tags={**lineage.tags(), "factory.shard": shard_key},
+            )
+            run_id = run.info.run_id
+            self._log_shard_metrics(run_id, outcomes)
+            self.client.log_dict(run_id, [_outcome_row(o) for o in outcomes], "outcomes.json")
+            stage = Path(tempfile.mkdtemp(prefix="factory-shard-"))
+            try:
+                for o in winners:
+                    save_pyfunc(o, stage / product_slug(o.product_id))
+                if winners:
+                    self.client.log_artifacts(run_id, str(stage), "models")
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+            done = [
+                self._register_one(
+                    o, run_id, run.info.artifact_uri, lineage, promote, backtest_windows
+                )
+                for o in winners
+            ]
+            self.client.set_terminated(run_id)
+        return done, time.perf_counter() - t0
+
+    def _log_shard_metrics(self, run_id: str, outcomes: list[ProductOutcome]) -> None:
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"{product_slug(o.product_id)}/{o.challenger}/{m}", v, now, 0)
+            for o in outcomes
+            if o.challenger
+            for m, v in o.scores[o.challenger].items()
+            if v == v and abs(v) != float("inf")
+        ]
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[start : start + 1000], synchronous=True)
+
+    def _register_one(
+        self,
+        o: ProductOutcome,
+        run_id: str,
+        artifact_uri: str,
+        lineage: RunLineage,
+        promote: bool,
+        windows: int,
+    ) -> Registered:
+        staging = self.name(STAGING, o.product_id)
+        tags = {**lineage.tags(), **version_tags(o, windows)}
+        source = f"{artifact_uri}/models/{product_slug(o.product_id)}"
+        mv = self._create_version(staging, o, source, run_id, tags)
+        current = {
+            "version": mv.version,
+            "config": o.config_json,
+            "data_fingerprint": o.data_fingerprint,
+        }
+        self.client.set_registered_model_alias(staging, CANDIDATE_ALIAS, mv.version)
+        self.client.set_registered_model_tag(staging, CURRENT_TAG, json.dumps(current))
+        prod_version = None
+        if promote:
+            prod_version = self.promote(
+                o.product_id, o.family, mv.version, o.config_json, o.data_fingerprint
+            )
+        return Registered(o.product_id, mv.version, prod_version)
+
+    def _create_version(
+        self, name: str, o: ProductOutcome, source: str, run_id: str, tags: dict[str, str]
+    ) -> Any:
+        try:
+            return self.client.create_model_version(name, source, run_id, tags=tags)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        self._ensure_registered_model(name, o.product_id, o.family, STAGING)
+        return self.client.create_model_version(name, source, run_id, tags=tags)
+
+    def _ensure_registered_model(self, name: str, pid: str, family: str, env: str) -> None:
+        tags = {"factory.product_id": pid, "factory.family": family, "factory.environment": env}
+        try:
+            self.client.create_registered_model(
+                name, tags=tags, description=f"Demand forecaster for product {pid} ({env})."
+            )
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
+    def promote(
+        self, product_id: str, family: str, staging_version: str, config: str, fingerprint: str
+    ) -> str:
+        """Copy a staging version into the production model and make it the champion."""
+        staging = self.name(STAGING, product_id)
+        production = self.name(PRODUCTION, product_id)
+        mv = self.client.copy_model_version(f"models:/{staging}/{staging_version}", production)
+        if mv.version == "1":
+            for key, value in {
+                "factory.product_id": product_id,
+                "factory.family": family,
+                "factory.environment": PRODUCTION,
+            }.items():
+                self.client.set_registered_model_tag(production, key, value)
+        self.client.set_registered_model_alias(production, CHAMPION_ALIAS, mv.version)
+        current = {"version": mv.version, "config": config, "data_fingerprint": fingerprint}
+        self.client.set_registered_model_tag(production, CURRENT_TAG, json.dumps(current))
+        return str(mv.version)
+
+    def model_uri(self, product_id: str) -> str:
+        """`models:/` URI of the model serving a product: production champion, else staging."""
+        prod = self.name(PRODUCTION, product_id)
+        try:
+            self.client.get_model_version_by_alias(prod, CHAMPION_ALIAS)
+            return f"models:/{prod}@{CHAMPION_ALIAS}"
+        except MlflowException:
+            staging = self.name(STAGING, product_id)
+            self.client.get_model_version_by_alias(staging, CANDIDATE_ALIAS)
+            return f"models:/{staging}@{CANDIDATE_ALIAS}"
+
+    def lineage(self, product_id: str) -> dict[str, Any]:
+        """The whole chain behind a product's current model: version, source run and tags."""
+        uri = self.model_uri(product_id)
+        name, alias = uri.removeprefix("models:/").split("@")
+        mv = self.client.get_model_version_by_alias(name, alias)
+        tags = dict(mv.tags)
+        if "factory.data_fingerprint" not in tags and mv.source.startswith("models:/"):
+            src_name, src_version = mv.source.removeprefix("models:/").rsplit("/", 1)
+            tags = {**dict(self.client.get_model_version(src_name, src_version).tags), **tags}
+            tags["factory.copied_from"] = mv.source
+        return {
+            "model": name,
+            "alias": alias,
+            "version": mv.version,
+            "source": mv.source,
+            "run_id": mv.run_id,
+            "created": mv.creation_timestamp,
+            "tags": tags,
+        }
+
+
+def version_tags(o: ProductOutcome, windows: int) -> dict[str, str]:
+    """Per-version lineage and evidence tags."""
+    assert o.challenger is not None and o.config_json is not None
+    cfg = json.loads(o.config_json)
+    tags = {
+        "factory.product_id": o.product_id,
+        "factory.family": o.family,
+        "factory.model_kind": cfg["kind"],
+        "factory.params": json.dumps(cfg["params"], sort_keys=True),
+        "factory.config": o.config_json,
+        "factory.data_fingerprint": o.data_fingerprint,
+        "factory.n_obs": str(o.n_obs),
+        "factory.trained_until": (o.history_tail or {}).get("ds", ["?"])[-1],
+        "factory.backtest_windows": str(windows),
+        "factory.gate": json.dumps(o.decision, sort_keys=True),
+    }
+    tags.update({f"factory.metric.{m}": f"{v:.6g}" for m, v in o.scores[o.challenger].items()})
+    tags.update(
+        {f"factory.baseline.{m}": f"{v:.6g}" for m, v in o.scores["seasonal_naive"].items()}
+    )
+    return tags
+
+
+def save_pyfunc(o: ProductOutcome, path: Path) -> None:
+    """Write one product's pyfunc model folder (models-from-code, LightGBM text / skops bytes)."""
+    assert o.payload is not None and o.config_json is not None
+    art = path.parent / f"{path.name}.artifacts"
+    art.mkdir(parents=True)
+    manifest = {
+        "product_id": o.product_id,
+        "family": o.family,
+        "config": o.config_json,
+        "horizon": len(o.forecast or []),
+        "history_tail": o.history_tail,
+        "data_fingerprint": o.data_fingerprint,
+    }
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    (art / "model.bin").write_bytes(o.payload)
+    mlflow.pyfunc.save_model(
+        path=str(path),
+        python_model=str(MODEL_CODE),
+        artifacts={"model": str(art)},
+        code_paths=[str(FORECASTER_CODE)],
+        pip_requirements=PIP_REQUIREMENTS,
+    )
+    shutil.rmtree(art)
+
+
+def _outcome_row(o: ProductOutcome) -> dict[str, Any]:
+    return {
+        "product_id": o.product_id,
+        "status": o.status,
+        "reason": o.reason,
+        "challenger": o.challenger,
+        "scores": o.scores,
+        "data_fingerprint": o.data_fingerprint,
+    }

@@ -1,0 +1,71 @@
+"""The fleet's last known state per product, kept for `factory status` and later queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+STATE_FILE = "products.parquet"
+COLUMNS = [
+    "product_id",
+    "family",
+    "status",
+    "reason",
+    "model_kind",
+    "metric",
+    "score",
+    "baseline",
+    "staging_version",
+    "production_version",
+    "data_fingerprint",
+    "flow_run_id",
+    "updated_at",
+]
+
+
+@dataclass
+class ProductRecord:
+    """One product's latest outcome (quarantine included)."""
+
+    product_id: str
+    family: str
+    status: str
+    reason: str
+    model_kind: str | None = None
+    metric: str | None = None
+    score: float | None = None
+    baseline: float | None = None
+    staging_version: str | None = None
+    production_version: str | None = None
+    data_fingerprint: str | None = None
+    flow_run_id: str | None = None
+    updated_at: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now(tz="UTC"))
+
+
+def read_state(state_dir: Path) -> pd.DataFrame:
+    """All products' latest records (empty frame before the first run)."""
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.read_parquet(path)
+
+
+def merge_state(state_dir: Path, records: list[ProductRecord]) -> pd.DataFrame:
+    """Upsert records by product id and write atomically; older products are kept."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    new = pd.DataFrame([r.__dict__ for r in records], columns=COLUMNS)
+    old = read_state(state_dir)
+    if len(old):
+        prior = old.set_index("product_id")
+        for col in ("staging_version", "production_version"):
+            known = new["product_id"].map(prior[col]) if col in prior else None
+            if known is not None:
+                new[col] = new[col].where(new[col].notna(), known)
+    merged = pd.concat([old[~old["product_id"].isin(new["product_id"])], new], ignore_index=True)
+    merged = merged.sort_values("product_id").reset_index(drop=True)
+    tmp = state_dir / f".{STATE_FILE}.tmp"
+    merged.to_parquet(tmp, index=False)
+    tmp.replace(state_dir / STATE_FILE)
+    return merged
