@@ -32,7 +32,7 @@ from tasks.settings import get_settings
 from tasks.state import merge_state
 
 
-@flow(name="train-fleet", task_runner=ThreadPoolTaskRunner(max_workers=6))
+@flow(name="train-fleet", task_runner=ThreadPoolTaskRunner(max_workers=6))  # type: ignore[arg-type]
 def train_fleet(fleet_path: str = "fleet.yaml", products: list[str] | None = None) -> FleetSummary:
     """Train, gate and register one model per product declared in fleet.yaml."""
     log = get_run_logger()
@@ -43,8 +43,9 @@ def train_fleet(fleet_path: str = "fleet.yaml", products: list[str] | None = Non
     total = len(report.valid_ids) + len(report.quarantined)
     if total and report.quarantine_rate > spec.failure_budget:
         raise BudgetExceeded(
-            f"{len(report.quarantined)} of {total} products quarantined "
-            f"({report.quarantine_rate:.0%} > failure_budget {spec.failure_budget:.0%}); nothing trained"
+            f"{len(report.quarantined)} of {total} products quarantined"
+            f" ({report.quarantine_rate:.0%} > failure_budget {spec.failure_budget:.0%});"
+            " nothing trained"
         )
     champions = fetch_champions(settings)
     registry = Registry(settings)
@@ -95,7 +96,8 @@ def train_fleet(fleet_path: str = "fleet.yaml", products: list[str] | None = Non
     log.info(summary.line())
     if summary.budget_exceeded:
         raise BudgetExceeded(
-            f"{bad} of {total} products quarantined or failed (> failure_budget {spec.failure_budget:.0%})"
+            f"{bad} of {total} products quarantined or failed"
+            f" (> failure_budget {spec.failure_budget:.0%})"
         )
     return summary
 

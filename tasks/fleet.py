@@ -120,10 +120,10 @@ class FamilySpec(_Spec):
     frequency: Literal["D", "W", "MS"] = "D"
     horizon: PositiveInt = 28
     season_length: PositiveInt = 7
-    features: FeatureSpec = FeatureSpec()
+    features: FeatureSpec = Field(default_factory=FeatureSpec)
     models: tuple[ModelSpec, ...] = Field(min_length=1)
-    backtest: BacktestSpec = BacktestSpec()
-    validation: ValidationSpec = ValidationSpec()
+    backtest: BacktestSpec = Field(default_factory=BacktestSpec)
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
     products: ProductSelector
 
     @property
@@ -160,7 +160,7 @@ class FleetSpec(_Spec):
 
     version: Literal[1] = 1
     promotion: Literal["auto", "manual"] = "manual"
-    gate: GateSpec = GateSpec()
+    gate: GateSpec = Field(default_factory=GateSpec)
     failure_budget: float = Field(0.1, ge=0, le=1)
     shard_size: PositiveInt = 50
     families: tuple[FamilySpec, ...] = Field(min_length=1)

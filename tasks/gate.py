@@ -96,5 +96,6 @@ def decide(
         )
     return made(
         "kept",
-        f"champion v{champion.version} holds: {m} {champion.score:.4g} vs challenger {challenger:.4g}",
+        f"champion v{champion.version} holds: {m} {champion.score:.4g}"
+        f" vs challenger {challenger:.4g}",
     )

@@ -49,21 +49,16 @@ class ProductForecaster(PythonModel):
             freq = FREQ_ALIASES[self.config.frequency]
             steps = len(pd.date_range(pd.Timestamp(last), wanted.max(), freq=freq)) - 1
         else:
-            steps = (
-                int(frame["h"].iloc[0]) if "h" in frame.columns else int(self.manifest["horizon"])
-            )
+            given = int(frame["h"].iloc[0]) if "h" in frame.columns and len(frame) else 0
+            steps = given or int(self.manifest["horizon"])  # h = 0: the family's horizon
             wanted = None
-        ds = _future(last, steps, self.config.frequency)
+        ds = future_dates(last, steps, self.config.frequency)
         exog = (
             _future_exog(frame, ds, self.config.features.exogenous) if wanted is not None else None
         )
         yhat = self.model.forecast(self.history, ds, exog)
         out = pd.DataFrame({"unique_id": self.manifest["product_id"], "ds": ds, "yhat": yhat})
         return out[out["ds"].isin(wanted)].reset_index(drop=True) if wanted is not None else out
-
-
-def _future(last: np.datetime64, steps: int, frequency: str) -> np.ndarray:
-    return future_dates(last, steps, frequency)
 
 
 def _future_exog(frame: pd.DataFrame, ds: np.ndarray, names: tuple[str, ...]) -> dict | None:

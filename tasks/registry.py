@@ -141,7 +141,9 @@ class Registry:
             )
             run_id = run.info.run_id
             self._log_shard_metrics(run_id, outcomes)
-            self.client.log_dict(run_id, [_outcome_row(o) for o in outcomes], "outcomes.json")
+            self.client.log_dict(
+                run_id, {"products": [_outcome_row(o) for o in outcomes]}, "outcomes.json"
+            )
             stage = Path(tempfile.mkdtemp(prefix="factory-shard-"))
             try:
                 for o in winners:
@@ -184,6 +186,7 @@ class Registry:
         tags = {**lineage.tags(), **version_tags(o, windows)}
         source = f"{artifact_uri}/models/{product_slug(o.product_id)}"
         mv = self._create_version(staging, o, source, run_id, tags)
+        assert o.config_json is not None
         current = {
             "version": mv.version,
             "config": o.config_json,
@@ -255,10 +258,11 @@ class Registry:
         name, alias = uri.removeprefix("models:/").split("@")
         mv = self.client.get_model_version_by_alias(name, alias)
         tags = dict(mv.tags)
-        if "factory.data_fingerprint" not in tags and mv.source.startswith("models:/"):
-            src_name, src_version = mv.source.removeprefix("models:/").rsplit("/", 1)
+        source = str(mv.source or "")
+        if "factory.data_fingerprint" not in tags and source.startswith("models:/"):
+            src_name, src_version = source.removeprefix("models:/").rsplit("/", 1)
             tags = {**dict(self.client.get_model_version(src_name, src_version).tags), **tags}
-            tags["factory.copied_from"] = mv.source
+            tags["factory.copied_from"] = source
         return {
             "model": name,
             "alias": alias,

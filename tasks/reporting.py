@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from uuid import UUID
 
 from prefect.artifacts import (
@@ -15,6 +16,9 @@ from pydantic import BaseModel
 
 from tasks.state import ProductRecord
 from tasks.training import ProductOutcome
+
+# In-process observers of training progress (the CLI's progress bar): f(done, total).
+PROGRESS_LISTENERS: list[Callable[[int, int], None]] = []
 
 
 class FleetSummary(BaseModel):
@@ -68,7 +72,7 @@ def quarantine_record(
 
 def start_progress(total_products: int) -> UUID:
     """A progress artifact the flow updates as shards finish."""
-    return create_progress_artifact(
+    return create_progress_artifact(  # type: ignore[return-value]
         0.0, key="train-fleet-progress", description=f"Training {total_products} products"
     )
 
@@ -78,6 +82,8 @@ def update_progress(artifact_id: UUID, done: int, total: int, counts: Counter) -
     pct = 100.0 * done / total if total else 100.0
     text = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     update_progress_artifact(artifact_id, pct, description=f"{done}/{total} products: {text}")
+    for listener in PROGRESS_LISTENERS:
+        listener(done, total)
 
 
 def publish(summary: FleetSummary, records: list[ProductRecord]) -> None:

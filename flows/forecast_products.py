@@ -1,0 +1,60 @@
+"""forecast-products: batch forecasts from each product's serving model."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from tasks.data import write_panel
+from tasks.forecasting import forecast_products
+from tasks.registry import PRODUCTION, STAGING, Registry
+from tasks.settings import get_settings
+
+
+class ForecastReport(BaseModel):
+    """Where the forecasts went and which products had no model."""
+
+    url: str
+    rows: int
+    products: int
+    missing: dict[str, str]
+
+
+@task(cache_policy=NO_CACHE)
+def served_products(registry: Registry) -> list[str]:
+    """Products with a production model, or a staging one when none is in production."""
+    return sorted(set(registry.current_models(PRODUCTION)) | set(registry.current_models(STAGING)))
+
+
+@task(cache_policy=NO_CACHE, retries=1)
+def write_forecasts(
+    products: list[str], horizon: int | None, out_url: str, registry: Registry
+) -> ForecastReport:
+    """Forecast every product and write one parquet file."""
+    frame, missing = forecast_products(registry, products, horizon)
+    target = write_panel(frame, out_url, "forecasts.parquet")
+    return ForecastReport(
+        url=target, rows=len(frame), products=frame["unique_id"].nunique(), missing=missing
+    )
+
+
+@flow(name="forecast-products")
+def forecast_products_flow(
+    products: list[str] | None = None, horizon: int | None = None, out_url: str | None = None
+) -> ForecastReport:
+    """Write forecasts for the chosen products (all served products by default)."""
+    settings = get_settings()
+    registry = Registry(settings)
+    chosen = products or served_products(registry)
+    report = write_forecasts(
+        chosen, horizon, out_url or str(settings.resolved_home / "forecasts"), registry
+    )
+    create_markdown_artifact(
+        f"Forecasts for {report.products} products ({report.rows} rows) written to `{report.url}`."
+        + (f" No model for: {', '.join(sorted(report.missing))}." if report.missing else ""),
+        key="forecast-products",
+    )
+    get_run_logger().info("wrote %d rows to %s", report.rows, report.url)
+    return report
