@@ -232,6 +232,9 @@ SKOPS_TRUSTED = (
 )
 
 
+SKOPS_ESTIMATORS = SKOPS_TRUSTED[:5]
+
+
 def loads(config: ModelConfig, payload: bytes) -> Fitted:
     """Inverse of `Fitted.dumps`; refuses any skops type outside the factory's own list."""
     if config.kind == "seasonal_naive":
@@ -242,7 +245,18 @@ def loads(config: ModelConfig, payload: bytes) -> Fitted:
         return Fitted(config, lgb.Booster(model_str=payload.decode()))
     import skops.io as sio
 
-    untrusted = [t for t in sio.get_untrusted_types(data=payload) if t not in SKOPS_TRUSTED]
-    if untrusted:
-        raise ValueError(f"refusing to load untrusted types: {', '.join(untrusted)}")
-    return Fitted(config, sio.loads(payload, trusted=list(SKOPS_TRUSTED)))
+    untrusted = sio.get_untrusted_types(data=payload)
+    refused = [t for t in untrusted if t not in SKOPS_TRUSTED]
+    if refused:
+        raise ValueError(f"refusing to load untrusted types: {', '.join(refused)}")
+    estimator = sio.loads(payload, trusted=untrusted)
+    unexpected = sorted(_estimator_types(estimator) - set(SKOPS_ESTIMATORS))
+    if unexpected:
+        raise ValueError(f"refusing to load unexpected estimator(s): {', '.join(unexpected)}")
+    return Fitted(config, estimator)
+
+
+def _estimator_types(estimator: Any) -> set[str]:
+    """Qualified class names of an estimator and of its pipeline steps."""
+    parts = [estimator, *(step for _, step in getattr(estimator, "steps", []))]
+    return {f"{type(p).__module__}.{type(p).__qualname__}" for p in parts}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 import tempfile
@@ -65,6 +66,8 @@ class Registry:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        for noisy in ("mlflow.tracking._model_registry", "mlflow.store.db.utils", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)  # one INFO line per model otherwise
         self.prefix = settings.model_prefix
         self.client = MlflowClient(settings.tracking_uri, settings.mlflow_registry_uri)
         self._writers = threading.BoundedSemaphore(settings.registry_concurrency)

@@ -66,6 +66,7 @@ def validate_panel(
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Validate lazily, quarantine failing products with reasons, return the clean panel."""
     as_of = (as_of or pd.Timestamp.now()).normalize()
+    frame = frame.reset_index(drop=True)  # pandera reports row labels; make them positions
     reasons: dict[str, list[str]] = defaultdict(list)
     try:
         clean = sales_schema(as_of).validate(frame, lazy=True)

@@ -94,7 +94,7 @@ def train_product(
     metric = gate.metric
     label = min(candidates, key=lambda k: results[k].mean[metric])
     best = results[label]
-    champ = _rescore_champion(champion, results, series, windows, metric, fp)
+    champ = _rescore_champion(champion, best, results, series, windows, metric, fp)
     decision = decide(best.mean[metric], results["seasonal_naive"].mean[metric], champ, gate)
     t1 = time.perf_counter()
     outcome = ProductOutcome(
@@ -117,6 +117,7 @@ def train_product(
 
 def _rescore_champion(
     champion: ChampionRef | None,
+    challenger: BacktestResult,
     results: dict[str, BacktestResult],
     series: Series,
     windows: list,
@@ -132,11 +133,7 @@ def _rescore_champion(
     return ChampionScore(
         champion.version,
         same.mean[metric],
-        same_config=any(
-            r.config.key == champion.config_json
-            for k, r in results.items()
-            if k != "seasonal_naive"
-        ),
+        same_config=challenger.config.key == champion.config_json,
         same_data=champion.data_fingerprint == fingerprint,
     )
 
