@@ -312,6 +312,9 @@ def save_pyfunc(o: ProductOutcome, path: Path) -> None:
         "horizon": len(o.forecast or []),
         "history_tail": o.history_tail,
         "data_fingerprint": o.data_fingerprint,
+        "forecast": None
+        if o.forecast is None
+        else dict(zip(o.forecast_ds or [], o.forecast, strict=True)),
     }
     (art / "manifest.json").write_text(json.dumps(manifest))
     (art / "model.bin").write_bytes(o.payload)
@@ -333,4 +336,5 @@ def _outcome_row(o: ProductOutcome) -> dict[str, Any]:
         "challenger": o.challenger,
         "scores": o.scores,
         "data_fingerprint": o.data_fingerprint,
+        "forecast": dict(zip(o.forecast_ds or [], o.forecast, strict=True)) if o.forecast else None,
     }

@@ -1,0 +1,64 @@
+"""Shared fixtures: one Prefect test harness, one local Ray, a fresh factory home per test."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+AS_OF = "2026-11-22"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A temporary Prefect server for flow tests (started once per session)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[None]:
+    """Real local Ray with 2 CPUs and its own temp dir."""
+    import ray
+
+    temp = os.path.join(tempfile.gettempdir(), f"factory-ray-test-{os.getpid()}")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def factory_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """FACTORY_HOME in a temp folder: its own data, SQLite MLflow store and artifacts."""
+    from tasks.settings import get_settings
+
+    home = tmp_path / "factory"
+    monkeypatch.setenv("FACTORY_HOME", str(home))
+    monkeypatch.setenv("FACTORY_AS_OF", AS_OF)
+    for var in ("FACTORY_DATA_URL", "FACTORY_MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()
+
+
+def write_fleet(path: Path, **overrides: object) -> Path:
+    """The repo's fleet.yaml with top-level overrides (e.g. failure_budget)."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "fleet.yaml").read_text())
+    data.update(overrides)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def as_of() -> pd.Timestamp:
+    """The fixed 'today' of the tests."""
+    return pd.Timestamp(AS_OF)
