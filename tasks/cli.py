@@ -275,7 +275,10 @@ def up(
             running = [
                 start_prefect(home, free_port(prefect_port)),
                 start_mlflow(
-                    home, free_port(mlflow_port), settings.tracking_uri, settings.artifact_root
+                    home,
+                    free_port(mlflow_port),
+                    settings.tracking_uri,
+                    settings.artifact_root or str(home / "artifacts"),
                 ),
             ]
         save_services(home, running)

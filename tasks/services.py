@@ -120,26 +120,15 @@ def start_mlflow(
     home: Path,
     port: int,
     backend_uri: str,
-    artifact_root: str,
+    artifacts: str,
     workers: int = 1,
     timeout: float = 120,
 ) -> Service:
-    """`mlflow server` on 127.0.0.1 over a backend store and an artifact root."""
+    """`mlflow server` on 127.0.0.1 over a backend store, serving (proxying) an artifact folder."""
     url = f"http://127.0.0.1:{port}"
-    cmd = [
-        _bin("mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        backend_uri,
-        "--default-artifact-root",
-        artifact_root,
-        "--workers",
-        str(workers),
-    ]
+    cmd = [_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--backend-store-uri", backend_uri, "--workers", str(workers)]
+    cmd += ["--serve-artifacts", "--artifacts-destination", artifacts]
     return _spawn("mlflow", cmd, {}, home / "logs" / "mlflow.log", url, f"{url}/health", timeout)
 
 

@@ -44,9 +44,12 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.resolved_home / 'mlflow.db'}"
 
     @property
-    def artifact_root(self) -> str:
-        """Artifact root used when the factory creates its experiment."""
-        return self.artifact_location or (self.resolved_home / "artifacts").as_uri()
+    def artifact_root(self) -> str | None:
+        """Artifact root for the factory's experiment: a local folder for a local store; for a
+        tracking server, the server's own (proxied) artifact store unless one is set."""
+        if self.artifact_location or self.tracking_uri.startswith(("http://", "https://")):
+            return self.artifact_location
+        return (self.resolved_home / "artifacts").as_uri()
 
     @property
     def state_dir(self) -> Path:
