@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -10,7 +11,9 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 
 from tasks.lineage import RunLineage
 from tasks.settings import Settings
@@ -185,64 +189,61 @@ class Registry:
         promote: bool,
         windows: int,
     ) -> Registered:
+        """A staging version from the shard run's artifacts; with `promote`, a production copy."""
         staging = self.name(STAGING, o.product_id)
         tags = {**lineage.tags(), **version_tags(o, windows)}
         source = f"{artifact_uri}/models/{product_slug(o.product_id)}"
-        mv = self._create_version(staging, o, source, run_id, tags)
-        assert o.config_json is not None
-        current = {
-            "version": mv.version,
-            "config": o.config_json,
-            "data_fingerprint": o.data_fingerprint,
-        }
-        self.client.set_registered_model_alias(staging, CANDIDATE_ALIAS, mv.version)
-        self.client.set_registered_model_tag(staging, CURRENT_TAG, json.dumps(current))
-        prod_version = None
-        if promote:
-            prod_version = self.promote(
-                o.product_id, o.family, mv.version, o.config_json, o.data_fingerprint
-            )
-        return Registered(o.product_id, mv.version, prod_version)
+        mv = self._create_version(staging, STAGING, o, source, run_id, tags)
+        self._mark_current(staging, CANDIDATE_ALIAS, mv.version, o)
+        if not promote:
+            return Registered(o.product_id, str(mv.version), None)
+        # What MlflowClient.copy_model_version does (a version whose source is the staging
+        # version's models:/ URI, same tags), minus a create attempt and two stderr prints.
+        production = self.name(PRODUCTION, o.product_id)
+        copy = self._create_version(
+            production, PRODUCTION, o, f"models:/{staging}/{mv.version}", run_id, tags
+        )
+        self._mark_current(production, CHAMPION_ALIAS, copy.version, o)
+        return Registered(o.product_id, str(mv.version), str(copy.version))
 
     def _create_version(
-        self, name: str, o: ProductOutcome, source: str, run_id: str, tags: dict[str, str]
+        self,
+        name: str,
+        env: str,
+        o: ProductOutcome,
+        source: str,
+        run_id: str,
+        tags: dict[str, str],
     ) -> Any:
+        """Create a version, creating its registered model on the product's first one."""
         try:
             return self.client.create_model_version(name, source, run_id, tags=tags)
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
-        self._ensure_registered_model(name, o.product_id, o.family, STAGING)
-        return self.client.create_model_version(name, source, run_id, tags=tags)
-
-    def _ensure_registered_model(self, name: str, pid: str, family: str, env: str) -> None:
-        tags = {"factory.product_id": pid, "factory.family": family, "factory.environment": env}
+        model_tags = {
+            "factory.product_id": o.product_id,
+            "factory.family": o.family,
+            "factory.environment": env,
+        }
         try:
             self.client.create_registered_model(
-                name, tags=tags, description=f"Demand forecaster for product {pid} ({env})."
+                name, tags=model_tags, description=f"Demand forecaster for {o.product_id} ({env})."
             )
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
+        return self.client.create_model_version(name, source, run_id, tags=tags)
 
-    def promote(
-        self, product_id: str, family: str, staging_version: str, config: str, fingerprint: str
-    ) -> str:
-        """Copy a staging version into the production model and make it the champion."""
-        staging = self.name(STAGING, product_id)
-        production = self.name(PRODUCTION, product_id)
-        mv = self.client.copy_model_version(f"models:/{staging}/{staging_version}", production)
-        if mv.version == "1":
-            for key, value in {
-                "factory.product_id": product_id,
-                "factory.family": family,
-                "factory.environment": PRODUCTION,
-            }.items():
-                self.client.set_registered_model_tag(production, key, value)
-        self.client.set_registered_model_alias(production, CHAMPION_ALIAS, mv.version)
-        current = {"version": mv.version, "config": config, "data_fingerprint": fingerprint}
-        self.client.set_registered_model_tag(production, CURRENT_TAG, json.dumps(current))
-        return str(mv.version)
+    def _mark_current(self, name: str, alias: str, version: str, o: ProductOutcome) -> None:
+        """Point the alias at the version and record it for one-search champion lookups."""
+        current = {
+            "version": str(version),
+            "config": o.config_json,
+            "data_fingerprint": o.data_fingerprint,
+        }
+        self.client.set_registered_model_alias(name, alias, str(version))
+        self.client.set_registered_model_tag(name, CURRENT_TAG, json.dumps(current))
 
     def model_uri(self, product_id: str) -> str:
         """`models:/` URI of the model serving a product: production champion, else staging."""
@@ -301,10 +302,15 @@ def version_tags(o: ProductOutcome, windows: int) -> dict[str, str]:
 
 
 def save_pyfunc(o: ProductOutcome, path: Path) -> None:
-    """Write one product's pyfunc model folder (models-from-code, LightGBM text / skops bytes)."""
+    """Write one product's pyfunc model folder (models-from-code, LightGBM text / skops bytes).
+
+    `mlflow.pyfunc.save_model` re-executes the model code and rewrites identical environment
+    files for every model (~40 ms); it runs once per process to make a template, and each
+    product gets a copy with its own artifacts, model UUID and creation time (~3 ms).
+    """
     assert o.payload is not None and o.config_json is not None
-    art = path.parent / f"{path.name}.artifacts"
-    art.mkdir(parents=True)
+    shutil.copytree(_pyfunc_template(), path)
+    art = path / "artifacts" / "model"
     manifest = {
         "product_id": o.product_id,
         "family": o.family,
@@ -312,20 +318,28 @@ def save_pyfunc(o: ProductOutcome, path: Path) -> None:
         "horizon": len(o.forecast or []),
         "history_tail": o.history_tail,
         "data_fingerprint": o.data_fingerprint,
-        "forecast": None
-        if o.forecast is None
-        else dict(zip(o.forecast_ds or [], o.forecast, strict=True)),
     }
     (art / "manifest.json").write_text(json.dumps(manifest))
     (art / "model.bin").write_bytes(o.payload)
+    mlmodel = Model.load(str(path / "MLmodel"))
+    mlmodel.model_uuid = uuid.uuid4().hex
+    mlmodel.utc_time_created = str(datetime.now(UTC).replace(tzinfo=None))
+    mlmodel.save(str(path / "MLmodel"))
+
+
+@functools.cache
+def _pyfunc_template() -> Path:
+    """A pyfunc folder saved by MLflow itself, with empty model artifacts to fill in."""
+    root = Path(tempfile.mkdtemp(prefix="factory-pyfunc-"))
+    (root / "model").mkdir()
     mlflow.pyfunc.save_model(
-        path=str(path),
+        path=str(root / "template"),
         python_model=str(MODEL_CODE),
-        artifacts={"model": str(art)},
+        artifacts={"model": str(root / "model")},
         code_paths=[str(FORECASTER_CODE)],
         pip_requirements=PIP_REQUIREMENTS,
     )
-    shutil.rmtree(art)
+    return root / "template"
 
 
 def _outcome_row(o: ProductOutcome) -> dict[str, Any]:
