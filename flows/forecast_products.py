@@ -13,6 +13,10 @@ from tasks.registry import PRODUCTION, STAGING, Registry
 from tasks.settings import get_settings
 
 
+class ForecastError(RuntimeError):
+    """No forecast could be made."""
+
+
 class ForecastReport(BaseModel):
     """Where the forecasts went and which products had no model."""
 
@@ -48,6 +52,8 @@ def forecast_products_flow(
     settings = get_settings()
     registry = Registry(settings)
     chosen = products or served_products(registry)
+    if not chosen:
+        raise ForecastError("no product has a registered model yet; run `factory train` first")
     report = write_forecasts(
         chosen, horizon, out_url or str(settings.resolved_home / "forecasts"), registry
     )
@@ -57,4 +63,9 @@ def forecast_products_flow(
         key="forecast-products",
     )
     get_run_logger().info("wrote %d rows to %s", report.rows, report.url)
+    if report.missing and not report.rows:
+        first = next(iter(report.missing.items()))
+        raise ForecastError(
+            f"no forecasts: all {len(report.missing)} products failed, e.g. {first}"
+        )
     return report

@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -40,7 +41,9 @@ def friendly(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from mlflow.exceptions import MlflowException
 
+        from flows.forecast_products import ForecastError
         from tasks.pipeline import BudgetExceeded
+        from tasks.registry import NoModelError
         from tasks.services import ServiceError
 
         hints: list[tuple[type[BaseException], str]] = [
@@ -48,17 +51,32 @@ def friendly(fn: F) -> F:
             (DataError, "check the data file named above (columns unique_id, ds, y)"),
             (BudgetExceeded, "see `factory status` for the reasons per product"),
             (ServiceError, "see the log named above; `factory down` stops leftovers"),
+            (NoModelError, NoModelError.hint),
+            (ForecastError, "`factory status` shows which products have models"),
             (MlflowException, "check FACTORY_MLFLOW_TRACKING_URI and that the server is up"),
         ]
         try:
             return fn(*args, **kwargs)
         except tuple(t for t, _ in hints) as exc:
-            hint = next(h for t, h in hints if isinstance(exc, t))
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            err.print(f"[dim]hint: {hint}[/]")
+            hint = getattr(exc, "hint", None) or next(h for t, h in hints if isinstance(exc, t))
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err.print(f"[dim]hint: {escape(hint)}[/]")
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class ExistingData(DataError):
+    """Refusing to overwrite data that is already there."""
+
+    hint = "pass --force to replace it, or --out to write elsewhere"
+
+
+def _cell(value: Any, fmt: str = "{}") -> str:
+    """A table cell: blank for missing values (None or NaN)."""
+    import pandas as pd
+
+    return "" if value is None or pd.isna(value) else escape(fmt.format(value))
 
 
 def _split(products: str | None) -> list[str] | None:
@@ -87,7 +105,7 @@ def demo_data(
     except DataError:
         existing = []
     if existing and not force:
-        raise DataError(
+        raise ExistingData(
             f"{target} already holds data ({len(existing)} file(s)); use --force to replace it"
         )
     with console.status(f"generating {source} data"):
@@ -125,12 +143,12 @@ def validate(fleet: FleetOpt = Path("fleet.yaml")) -> None:
     )
     table = Table("family", "products")
     for family, ids in report.assignment.items():
-        table.add_row(family, str(len(ids)))
+        table.add_row(_cell(family), str(len(ids)))
     console.print(table)
     if report.quarantined:
         q = Table("product", "quarantined because", title=f"{len(report.quarantined)} quarantined")
         for pid, why in report.quarantined.items():
-            q.add_row(pid, "; ".join(why))
+            q.add_row(_cell(pid), _cell("; ".join(why)))
         console.print(q)
     console.print(
         f"{report.n_rows:,} rows, {report.n_products:,} products: {len(report.valid_ids):,} ready, "
@@ -214,18 +232,15 @@ def status(
         "reason",
     )
     for r in state.head(limit).itertuples():
-        score = "" if r.score is None or r.score != r.score else f"{r.score:.3f}"
-        base = "" if r.baseline is None or r.baseline != r.baseline else f"{r.baseline:.3f}"
         table.add_row(
-            r.product_id,
-            r.family,
-            r.status,
-            r.production_version or "",
-            r.staging_version or "",
-            r.model_kind or "",
-            score,
-            base,
-            r.reason,
+            *(_cell(getattr(r, c)) for c in ("product_id", "family", "status")),
+            *(
+                _cell(getattr(r, c))
+                for c in ("production_version", "staging_version", "model_kind")
+            ),
+            _cell(r.score, "{:.3f}"),
+            _cell(r.baseline, "{:.3f}"),
+            _cell(r.reason),
         )
     console.print(table)
     console.print(
@@ -244,9 +259,9 @@ def lineage(product: str) -> None:
         show_header=False, title=f"{product}: {info['model']}@{info['alias']} = v{info['version']}"
     )
     for key in ("model", "version", "source", "run_id"):
-        table.add_row(key, str(info[key]))
+        table.add_row(key, _cell(info[key]))
     for key, value in sorted(info["tags"].items()):
-        table.add_row(key, value)
+        table.add_row(key, _cell(value))
     console.print(table)
 
 

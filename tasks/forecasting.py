@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
 import pandas as pd
 
-from tasks.registry import Registry
+from tasks.registry import NoModelError, Registry
+
+# Loading a models-from-code pyfunc runs its code file, which hands the model over through a
+# process-wide slot (`mlflow.models.set_model`): concurrent loads can swap models. Serialise.
+_LOAD_LOCK = threading.Lock()
 
 
 def forecast_product(registry: Registry, product_id: str, horizon: int | None) -> pd.DataFrame:
@@ -15,7 +20,8 @@ def forecast_product(registry: Registry, product_id: str, horizon: int | None) -
     uri = registry.model_uri(product_id)
     name, alias = uri.removeprefix("models:/").split("@")
     version = registry.client.get_model_version_by_alias(name, alias).version
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    with _LOAD_LOCK:
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     out = model.predict(pd.DataFrame({"h": [horizon or 0]}))  # 0: the family's horizon
     return out.assign(model_name=name, model_version=str(version))
 
@@ -29,9 +35,11 @@ def forecast_products(
     def one(pid: str) -> pd.DataFrame | None:
         try:
             return forecast_product(registry, pid, horizon)
+        except NoModelError as exc:
+            errors[pid] = str(exc)
         except mlflow.exceptions.MlflowException as exc:
-            errors[pid] = f"no registered model ({exc.error_code})"
-            return None
+            errors[pid] = f"{exc.error_code}: {str(exc.message)[:200]}"
+        return None
 
     with ThreadPoolExecutor(threads) as pool:
         frames = [f for f in pool.map(one, product_ids) if f is not None]

@@ -12,6 +12,7 @@ import ray
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run, task_run
+from prefect.utilities.urls import url_for
 
 from tasks.data import read_panel
 from tasks.fanout import ensure_ray, put_shard, train_on_ray
@@ -145,7 +146,7 @@ def run_lineage(fleet: LoadedFleet) -> RunLineage:
         package_version=package_version(),
         git_commit=git_commit(),
         flow_run_id=str(flow_run.id or ""),
-        flow_run_url=flow_run.ui_url or "",
+        flow_run_url=(url_for("flow-run", obj_id=flow_run.id) or "") if flow_run.id else "",
     )
 
 

@@ -56,6 +56,12 @@ def model_name(prefix: str, environment: str, product_id: str) -> str:
     return f"{prefix}.{environment}.{product_slug(product_id)}"
 
 
+class NoModelError(LookupError):
+    """A product has no model in the registry (never trained, quarantined or rejected)."""
+
+    hint = "`factory status -p <product>` shows why; `factory train` registers winners"
+
+
 @dataclass(frozen=True)
 class Registered:
     """Where one product's new model landed."""
@@ -74,6 +80,9 @@ class Registry:
             logging.getLogger(noisy).setLevel(logging.WARNING)  # one INFO line per model otherwise
         self.prefix = settings.model_prefix
         self.client = MlflowClient(settings.tracking_uri, settings.mlflow_registry_uri)
+        # `models:/` URIs (pyfunc.load_model, copies) resolve through MLflow's process-wide URIs.
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        mlflow.set_registry_uri(settings.mlflow_registry_uri or settings.tracking_uri)
         self._writers = threading.BoundedSemaphore(settings.registry_concurrency)
         self._experiment_id: str | None = None
 
@@ -253,8 +262,13 @@ class Registry:
             return f"models:/{prod}@{CHAMPION_ALIAS}"
         except MlflowException:
             staging = self.name(STAGING, product_id)
+        try:
             self.client.get_model_version_by_alias(staging, CANDIDATE_ALIAS)
-            return f"models:/{staging}@{CANDIDATE_ALIAS}"
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            raise NoModelError(f"product {product_id!r} has no registered model") from None
+        return f"models:/{staging}@{CANDIDATE_ALIAS}"
 
     def lineage(self, product_id: str) -> dict[str, Any]:
         """The whole chain behind a product's current model: version, source run and tags."""

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import prefect.main  # noqa: F401  (see the note on `runner`)
 import pytest
 from typer.testing import CliRunner
 
@@ -16,6 +17,8 @@ from tasks.synthetic import PanelSpec, generate_panel, product_ids
 
 from .conftest import AS_OF, REPO, write_fleet
 
+# Prefect binds its console log handler to the sys.stderr of the moment `prefect.main` is first
+# imported; importing it at collection keeps that from being a CliRunner stream closed after use.
 runner = CliRunner()
 COMMANDS = ("demo-data", "validate", "train", "forecast", "status", "lineage", "up", "down", "demo")
 
@@ -56,6 +59,12 @@ def table_rows(text: str) -> list[list[str]]:
 
 def data_dir() -> Path:
     return Path(get_settings().resolved_data_url)
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every command from a scratch folder: nothing a command writes lands in the repo."""
+    monkeypatch.chdir(tmp_path)
 
 
 # --- help ---------------------------------------------------------------------------------------
@@ -115,6 +124,14 @@ def test_validate_names_file_line_and_field_of_a_typo(tmp_path: Path, factory_ho
     error = assert_user_error(result, f"{typo}:{line}:", "families[0].models[1].num_leafs")
     assert "Extra inputs are not permitted" in error
     assert "fleet.yaml" in result.stderr.splitlines()[1]  # the hint points at the fleet file
+
+
+def test_error_text_is_shown_verbatim_not_as_markup(tmp_path: Path, factory_home: Path) -> None:
+    folder = tmp_path / "a[/b]" / "[old]"
+    folder.mkdir(parents=True)
+    fleet = folder / "fleet.yaml"
+    fleet.write_text((REPO / "fleet.yaml").read_text() + "bogus: 1\n")
+    assert_user_error(invoke("validate", "--fleet", str(fleet)), f"{fleet}:", "bogus")
 
 
 def test_validate_a_missing_fleet_file_is_a_one_line_error(
@@ -181,6 +198,7 @@ def trained(
     """One `factory train` run on a 20-product panel (2 bad products), shared by the module."""
     root = tmp_path_factory.mktemp("cli-train")
     with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
         mp.setenv("FACTORY_HOME", str(root / "factory"))
         mp.setenv("FACTORY_AS_OF", AS_OF)
         for var in ("FACTORY_DATA_URL", "FACTORY_MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
@@ -263,7 +281,9 @@ def test_lineage_shows_the_chain_behind_the_champion(train_env: dict) -> None:
 
 
 def test_lineage_of_an_unknown_product_is_a_one_line_error(train_env: dict) -> None:
-    assert_user_error(invoke("lineage", "no-such-product"), "no-such-product")
+    result = invoke("lineage", "no-such-product")
+    assert_user_error(result, "no-such-product", "no registered model")
+    assert "factory status" in result.stderr.splitlines()[1]
 
 
 def test_forecast_writes_versioned_rows_for_the_chosen_product(
@@ -273,6 +293,8 @@ def test_forecast_writes_versioned_rows_for_the_chosen_product(
     out = tmp_path / "fc"
     result = invoke("forecast", "--products", pid, "--out", str(out))
     assert result.exit_code == 0, result.output
+    assert "wrote 28 rows for 1 products" in result.stdout
+    assert pid not in result.stdout  # not listed as a product without a model
     frame = pd.read_parquet(out / "forecasts.parquet")
     assert {"unique_id", "ds", "yhat", "model_name", "model_version"} <= set(frame.columns)
     assert set(frame["unique_id"]) == {pid}

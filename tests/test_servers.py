@@ -66,7 +66,7 @@ def api(prefect: Service, path: str, body: dict) -> list[dict]:
 
 
 def test_train_against_real_servers(servers, tmp_path: Path) -> None:
-    home, prefect, ml = servers
+    _home, prefect, ml = servers
     ids = product_ids(24)
     panel = generate_panel(PanelSpec(n_products=24, seed=21, defects={ids[5]: "negative"}))
     env = {

@@ -152,8 +152,9 @@ def test_pyfunc_forecast_equals_the_reported_forecast(fleet_run, tmp_path: Path)
 
     fleet, _ = fleet_run
     train_fleet(str(fleet))
+    mlflow.set_tracking_uri(str(tmp_path / "not-the-factory-store"))  # the flow must not rely on it
+    report = forecast_products_flow(None, None, str(tmp_path / "fc"))
     c = client()
-    mlflow.set_tracking_uri(get_settings().tracking_uri)
     reported: dict[str, dict[str, float]] = {}
     for run in c.search_runs([c.get_experiment_by_name("model-factory").experiment_id]):
         path = c.download_artifacts(run.info.run_id, "outcomes.json", str(tmp_path))
@@ -162,14 +163,16 @@ def test_pyfunc_forecast_equals_the_reported_forecast(fleet_run, tmp_path: Path)
                 reported[row["product_id"]] = row["forecast"]
     assert len(reported) >= 20
     pid = sorted(reported)[0]
+    mlflow.set_tracking_uri(get_settings().tracking_uri)  # as a user loading a model would
     model = mlflow.pyfunc.load_model(f"models:/factory.production.{pid}@champion")
     got = model.predict(pd.DataFrame({"h": [28]}))
     assert list(got["ds"].dt.strftime("%Y-%m-%d")) == list(reported[pid])
     assert got["yhat"].tolist() == pytest.approx(list(reported[pid].values()), rel=1e-9)
 
-    report = forecast_products_flow(None, None, str(tmp_path / "fc"))
+    assert not report.missing
     frame = pd.read_parquet(report.url)
     assert set(frame["unique_id"]) == set(reported)
+    assert (frame.groupby("unique_id").size() == 28).all()  # each product once, full horizon
     one = frame[frame["unique_id"] == pid]
     assert one["yhat"].tolist() == pytest.approx(list(reported[pid].values()), rel=1e-9)
     assert (one["model_version"] == "1").all()
