@@ -25,6 +25,7 @@ from tasks.reporting import (
     outcome_record,
     publish,
     quarantine_record,
+    skipped_record,
     start_progress,
     update_progress,
 )
@@ -47,16 +48,17 @@ def train_fleet(fleet_path: str = "fleet.yaml", products: list[str] | None = Non
             f" ({report.quarantine_rate:.0%} > failure_budget {spec.failure_budget:.0%});"
             " nothing trained"
         )
-    champions = fetch_champions(settings)
+    champions = fetch_champions(settings) if prepared.shards else {}
     registry = Registry(settings)
     lineage = run_lineage(prepared.fleet)
     progress = start_progress(len(report.valid_ids))
+    counts: Counter = Counter(skipped=len(prepared.skipped)) if prepared.skipped else Counter()
+    update_progress(progress, len(prepared.skipped), len(report.valid_ids), counts)
     futures = [
         train_shard.submit(s, prepared.refs[s.key], prepared.fleet, champions, lineage, registry)
         for s in prepared.shards
     ]
     reports: list[ShardReport] = []
-    counts: Counter = Counter()
     for future in as_completed(futures):
         shard = future.result()
         reports.append(shard)
@@ -69,12 +71,15 @@ def train_fleet(fleet_path: str = "fleet.yaml", products: list[str] | None = Non
     records = [
         quarantine_record(p, owner.get(p, ""), why, run_id) for p, why in report.quarantined.items()
     ]
+    records += [skipped_record(r, run_id) for r in prepared.skipped.values()]
     for shard in reports:
         for o in shard.outcomes:
             versions = current_versions(
                 o.product_id, shard.registered.get(o.product_id), champions.get(o.product_id)
             )
-            records.append(outcome_record(o, spec.gate.metric, run_id, versions))
+            record = outcome_record(o, spec.gate.metric, run_id, versions)
+            record.train_key = None if o.status == "failed" else prepared.keys[o.product_id]
+            records.append(record)
     merge_state(settings.state_dir, records)
 
     counts["quarantined"] = len(report.quarantined)
@@ -89,7 +94,7 @@ def train_fleet(fleet_path: str = "fleet.yaml", products: list[str] | None = Non
         wall_s=time.perf_counter() - t0,
         per_product_ms=cost_split(prepared.validation_s, reports, total),
         shards=len(prepared.shards),
-        task_runs=len(prepared.shards) + 2,
+        task_runs=len(prepared.shards) + (2 if prepared.shards else 1),
         budget_exceeded=bool(total) and bad / total > spec.failure_budget,
     )
     publish(summary, records)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import subprocess
 from dataclasses import asdict, dataclass
@@ -16,6 +18,7 @@ class RunLineage:
     fleet_sha256: str
     package_version: str
     git_commit: str
+    code_fingerprint: str
     flow_run_id: str
     flow_run_url: str
 
@@ -30,6 +33,16 @@ def package_version() -> str:
         return version("model-factory")
     except PackageNotFoundError:
         return "unknown"
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """Hash of the factory's own source files: changes whenever the code that trains changes."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def git_commit(root: Path | None = None) -> str:

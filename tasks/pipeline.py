@@ -18,11 +18,12 @@ from tasks.data import read_panel
 from tasks.fanout import ensure_ray, put_shard, train_on_ray
 from tasks.fleet import FleetSpec, LoadedFleet, Shard, load_fleet, make_shards
 from tasks.forecaster import Series
-from tasks.lineage import RunLineage, git_commit, package_version
+from tasks.lineage import RunLineage, code_fingerprint, git_commit, package_version
 from tasks.registry import PRODUCTION, Registered, Registry
 from tasks.schemas import ValidationReport, product_arrays, validate_panel
 from tasks.settings import Settings
-from tasks.training import ChampionRef, ProductOutcome
+from tasks.state import ProductRecord, unchanged_products
+from tasks.training import ChampionRef, ProductOutcome, series_fingerprint, training_key
 
 
 class BudgetExceeded(RuntimeError):
@@ -38,6 +39,8 @@ class PreparedFleet:
     shards: list[Shard]
     refs: dict[str, ray.ObjectRef] = field(repr=False)
     validation_s: float
+    keys: dict[str, str]
+    skipped: dict[str, ProductRecord]
 
 
 @dataclass
@@ -60,15 +63,31 @@ def restrict(report: ValidationReport, products: Iterable[str] | None) -> Valida
     return report
 
 
-def shard_series(
-    panel: pd.DataFrame, fleet: FleetSpec, shard: Shard, arrays: dict
-) -> list[tuple[str, Series]]:
-    """The (product id, series) pairs of one shard with the family's exogenous columns."""
-    exog = fleet.family(shard.family).features.exogenous
-    return [
-        (pid, Series(arrays[pid]["ds"], arrays[pid]["y"], {c: arrays[pid][c] for c in exog}))
-        for pid in shard.product_ids
-    ]
+def fleet_series(
+    clean: pd.DataFrame, fleet: FleetSpec, assignment: dict[str, list[str]]
+) -> dict[str, Series]:
+    """Each valid product's series with its family's exogenous columns."""
+    exog = sorted({c for f in fleet.families for c in f.features.exogenous})
+    arrays = product_arrays(clean, exog)
+    out = {}
+    for family, ids in assignment.items():
+        cols = fleet.family(family).features.exogenous
+        for pid in ids:
+            a = arrays[pid]
+            out[pid] = Series(a["ds"], a["y"], {c: a[c] for c in cols})
+    return out
+
+
+def training_keys(
+    series: dict[str, Series], fleet: FleetSpec, assignment: dict[str, list[str]]
+) -> dict[str, str]:
+    """Each product's training key (data fingerprint, family config, gate, code)."""
+    code = code_fingerprint()
+    return {
+        pid: training_key(series_fingerprint(series[pid]), fleet.family(f), fleet.gate, code)
+        for f, ids in assignment.items()
+        for pid in ids
+    }
 
 
 @task(cache_policy=NO_CACHE, task_run_name="validate-data")
@@ -92,13 +111,17 @@ def prepare_fleet(
         len(report.quarantined),
         len(report.unassigned),
     )
-    resources = ensure_ray(settings)
-    log.info("Ray resources: %s", resources)
-    shards = make_shards(report.assignment, fleet.spec.shard_size)
-    exog = sorted({c for f in fleet.spec.families for c in f.features.exogenous})
-    arrays = product_arrays(clean.loc[clean["unique_id"].isin(report.valid_ids)], exog)
-    refs = {s.key: put_shard(shard_series(clean, fleet.spec, s, arrays)) for s in shards}
-    return PreparedFleet(fleet, report, shards, refs, validation_s)
+    series = fleet_series(clean, fleet.spec, report.assignment)
+    keys = training_keys(series, fleet.spec, report.assignment)
+    skipped = unchanged_products(settings.state_dir, keys)
+    todo = {f: [p for p in ids if p not in skipped] for f, ids in report.assignment.items()}
+    shards = make_shards(todo, fleet.spec.shard_size)
+    log.info("%d products unchanged since their last run: skipped", len(skipped))
+    refs = {}
+    if shards:
+        log.info("Ray resources: %s", ensure_ray(settings))
+        refs = {s.key: put_shard([(p, series[p]) for p in s.product_ids]) for s in shards}
+    return PreparedFleet(fleet, report, shards, refs, validation_s, keys, skipped)
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
@@ -145,6 +168,7 @@ def run_lineage(fleet: LoadedFleet) -> RunLineage:
         fleet_sha256=fleet.sha256,
         package_version=package_version(),
         git_commit=git_commit(),
+        code_fingerprint=code_fingerprint(),
         flow_run_id=str(flow_run.id or ""),
         flow_run_url=(url_for("flow-run", obj_id=flow_run.id) or "") if flow_run.id else "",
     )

@@ -79,10 +79,11 @@ class Registry:
         for noisy in ("mlflow.tracking._model_registry", "mlflow.store.db.utils", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)  # one INFO line per model otherwise
         self.prefix = settings.model_prefix
-        self.client = MlflowClient(settings.tracking_uri, settings.mlflow_registry_uri)
+        registry_uri = settings.mlflow_registry_uri or settings.tracking_uri
+        self.client = MlflowClient(settings.tracking_uri, registry_uri)  # never MLflow's globals
         # `models:/` URIs (pyfunc.load_model, copies) resolve through MLflow's process-wide URIs.
         mlflow.set_tracking_uri(settings.tracking_uri)
-        mlflow.set_registry_uri(settings.mlflow_registry_uri or settings.tracking_uri)
+        mlflow.set_registry_uri(registry_uri)
         self._writers = threading.BoundedSemaphore(settings.registry_concurrency)
         self._experiment_id: str | None = None
 

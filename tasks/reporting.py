@@ -70,6 +70,23 @@ def quarantine_record(
     return ProductRecord(pid, family, "quarantined", "; ".join(reasons), flow_run_id=run_id)
 
 
+def skipped_record(previous: ProductRecord, run_id: str | None) -> ProductRecord:
+    """An unchanged product: its last outcome stands; this run did not retrain it."""
+    last = (
+        previous.reason if previous.status == "skipped" else f"{previous.status}: {previous.reason}"
+    )
+    return ProductRecord(
+        **{
+            **previous.__dict__,
+            "status": "skipped",
+            "reason": last
+            if last.startswith("unchanged")
+            else f"unchanged since last run ({last})",
+            "flow_run_id": run_id,
+        }
+    )
+
+
 def start_progress(total_products: int) -> UUID:
     """A progress artifact the flow updates as shards finish."""
     return create_progress_artifact(  # type: ignore[return-value]

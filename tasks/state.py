@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -21,8 +22,10 @@ COLUMNS = [
     "production_version",
     "data_fingerprint",
     "flow_run_id",
+    "train_key",
     "updated_at",
 ]
+SKIPPABLE = ("registered", "kept", "rejected", "skipped")
 
 
 @dataclass
@@ -41,6 +44,7 @@ class ProductRecord:
     production_version: str | None = None
     data_fingerprint: str | None = None
     flow_run_id: str | None = None
+    train_key: str | None = None
     updated_at: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now(tz="UTC"))
 
 
@@ -50,6 +54,24 @@ def read_state(state_dir: Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
     return pd.read_parquet(path)
+
+
+def unchanged_products(state_dir: Path, keys: dict[str, str]) -> dict[str, ProductRecord]:
+    """Products whose training key equals the one their last finished outcome was made with."""
+    state = read_state(state_dir)
+    if state.empty:
+        return {}
+    state = state[state["product_id"].isin(list(keys)) & state["status"].isin(SKIPPABLE)]
+    out = {}
+    for row in state.to_dict("records"):
+        if row["train_key"] == keys[row["product_id"]]:
+            row["updated_at"] = pd.Timestamp.now(tz="UTC")
+            out[row["product_id"]] = ProductRecord(**{c: _none(row[c]) for c in COLUMNS})
+    return out
+
+
+def _none(value: Any) -> Any:
+    return None if value is None or (isinstance(value, float) and value != value) else value
 
 
 def merge_state(state_dir: Path, records: list[ProductRecord]) -> pd.DataFrame:

@@ -67,6 +67,12 @@ def baseline_config(family: FamilySpec) -> ModelConfig:
     return ModelConfig("seasonal_naive", {}, feats, family.season_length, family.frequency)
 
 
+def training_key(data_fingerprint: str, family: FamilySpec, gate: GateSpec, code: str) -> str:
+    """What a product's outcome depends on: its rows, its family config, the gate and the code."""
+    parts = [data_fingerprint, family.model_dump_json(), gate.model_dump_json(), code]
+    return fingerprint_arrays(np.frombuffer(p.encode(), dtype=np.uint8) for p in parts)
+
+
 def series_fingerprint(series: Series) -> str:
     """Hash of exactly the rows (dates, target, exogenous) a model trains on."""
     arrays = [series.ds.view("int64"), series.y, *(series.exog[k] for k in sorted(series.exog))]

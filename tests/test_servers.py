@@ -106,7 +106,7 @@ def test_train_against_real_servers(servers, tmp_path: Path) -> None:
     assert {row["product"] for row in table} == set(ids)
     assert next(r for r in table if r["product"] == ids[5])["status"] == "quarantined"
 
-    client = MlflowClient(ml.url)
+    client = MlflowClient(ml.url, registry_uri=ml.url)
     prod = client.search_registered_models("name LIKE 'factory.production.%'", max_results=100)
     assert len(prod) >= 15
     version = client.get_model_version_by_alias(prod[0].name, "champion")
@@ -114,6 +114,7 @@ def test_train_against_real_servers(servers, tmp_path: Path) -> None:
     assert version.tags["factory.flow_run_url"].startswith(prefect.url)
 
     mlflow.set_tracking_uri(ml.url)
+    mlflow.set_registry_uri(ml.url)
     model = mlflow.pyfunc.load_model(f"models:/{prod[0].name}@champion")
     forecast = model.predict(pd.DataFrame({"h": [7]}))
     assert len(forecast) == 7 and (forecast["yhat"] >= 0).all()

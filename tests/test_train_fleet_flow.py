@@ -50,7 +50,8 @@ def fleet_run(factory_home: Path, tmp_path: Path):
 
 def client() -> MlflowClient:
     """A client on the test's MLflow store."""
-    return MlflowClient(get_settings().tracking_uri)
+    uri = get_settings().tracking_uri
+    return MlflowClient(uri, registry_uri=uri)  # not MLflow's process-wide default
 
 
 def champions(c: MlflowClient) -> dict[str, str]:
@@ -100,13 +101,43 @@ def test_unchanged_data_registers_nothing_new(fleet_run) -> None:
     from flows.train_fleet import train_fleet
 
     fleet, _ = fleet_run
-    train_fleet(str(fleet))
+    first = train_fleet(str(fleet))
     before = {(v.name, v.version) for v in all_versions(client())}
     second = train_fleet(str(fleet))
     after = {(v.name, v.version) for v in all_versions(client())}
     assert after == before
-    assert "registered" not in second.counts
-    assert second.counts["kept"] >= 20
+    assert second.counts == {"skipped": 27, "quarantined": 3}
+    assert second.shards == 0 and second.task_runs == 1  # nothing reached Ray
+    state = pd.read_parquet(get_settings().state_dir / "products.parquet").set_index("product_id")
+    skipped = state[state["status"] == "skipped"]
+    assert len(skipped) == 27
+    assert skipped["reason"].str.startswith("unchanged since last run").all()
+    registered_first = first.counts["registered"]
+    assert skipped["production_version"].notna().sum() == registered_first
+
+
+def test_only_products_with_new_data_are_retrained(fleet_run) -> None:
+    from flows.train_fleet import train_fleet
+
+    fleet, panel = fleet_run
+    train_fleet(str(fleet))
+    changed = [IDS[0], IDS[1]]
+    frame = panel.frame.copy()
+    last = frame["unique_id"].isin(changed) & (frame["ds"] == frame["ds"].max())
+    frame.loc[last, "y"] += 5.0  # a late correction of the newest day
+    write_panel(frame, get_settings().resolved_data_url)
+    summary = train_fleet(str(fleet))
+    assert summary.counts["skipped"] == 25
+    assert summary.counts.get("registered", 0) + summary.counts.get("kept", 0) + summary.counts.get(
+        "rejected", 0
+    ) == len(changed)
+    state = pd.read_parquet(get_settings().state_dir / "products.parquet").set_index("product_id")
+    assert set(state.index[state["status"] != "skipped"]) == set(changed) | set(DEFECTS)
+    for pid in changed:
+        if state.at[pid, "status"] == "registered":  # a refresh on new data: new fingerprint
+            v = client().get_model_version_by_alias(f"factory.staging.{pid}", "candidate")
+            assert v.tags["factory.data_fingerprint"] == state.at[pid, "data_fingerprint"]
+            assert str(v.version) == "2"
 
 
 def test_worse_challenger_does_not_replace_champion(fleet_run, tmp_path: Path) -> None:
