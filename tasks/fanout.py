@@ -30,7 +30,9 @@ def ensure_ray(settings: Settings) -> dict[str, Any]:
                 log_to_driver=False,
                 _temp_dir=temp,
             )
-    return {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "memory")}
+    info: dict[str, Any] = {"gcs": ray.get_runtime_context().gcs_address, "nodes": len(ray.nodes())}
+    info |= {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "memory")}
+    return info
 
 
 @ray.remote(num_cpus=1, max_retries=2)

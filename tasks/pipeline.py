@@ -119,7 +119,7 @@ def prepare_fleet(
     log.info("%d products unchanged since their last run: skipped", len(skipped))
     refs = {}
     if shards:
-        log.info("Ray resources: %s", ensure_ray(settings))
+        log.info("Ray cluster: %s", ensure_ray(settings))
         refs = {s.key: put_shard([(p, series[p]) for p in s.product_ids]) for s in shards}
     return PreparedFleet(fleet, report, shards, refs, validation_s, keys, skipped)
 

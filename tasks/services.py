@@ -96,9 +96,14 @@ def _spawn(
 
 
 def start_prefect(
-    home: Path, port: int, database_url: str | None = None, timeout: float = 120
+    home: Path,
+    port: int,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    timeout: float = 180,
 ) -> Service:
-    """`prefect server start` on 127.0.0.1 (SQLite in <home>/prefect unless given a database)."""
+    """`prefect server start` on 127.0.0.1: SQLite in <home>/prefect by default, or PostgreSQL
+    (`postgresql+asyncpg://...`) with Redis (`redis://host:port/db`) as message broker."""
     api = f"http://127.0.0.1:{port}/api"
     env = {
         "PREFECT_HOME": str(home / "prefect"),
@@ -111,9 +116,23 @@ def start_prefect(
     }
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    if redis_url:
+        env |= redis_broker_env(redis_url)
     cmd = [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
     return _spawn("prefect", cmd, env, home / "logs" / "prefect.log", url, f"{api}/health", timeout)
+
+
+def redis_broker_env(redis_url: str) -> dict[str, str]:
+    """Prefect settings that move its messaging, ordering and leases from memory to Redis."""
+    return {
+        "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_REDIS_MESSAGING_URL": redis_url,
+        "PREFECT_SERVER_DOCKET_URL": redis_url,
+    }
 
 
 def start_mlflow(
@@ -152,3 +171,51 @@ def alive(service: Service) -> bool:
         return httpx.get(health, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    """A local multi-node Ray cluster started with `ray start` (each node in its own group)."""
+
+    address: str
+    token: str
+    pgids: tuple[int, ...]
+    temp_dir: str
+
+    def env(self) -> dict[str, str]:
+        """What a driver needs to join it."""
+        return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+
+    def stop(self) -> None:
+        """Stop only this cluster's processes (never `ray stop`, which stops every Ray here)."""
+        for pgid in self.pgids:
+            stop_pid(pgid, timeout=10)
+
+
+def start_ray_cluster(temp_dir: Path, nodes: int = 2, cpus_per_node: int = 1) -> RayCluster:
+    """A head node plus `nodes - 1` workers on this machine, with token authentication."""
+    import secrets
+
+    token = secrets.token_hex(16)
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    common = [
+        "--node-ip-address=127.0.0.1",
+        f"--num-cpus={cpus_per_node}",
+        f"--temp-dir={temp_dir}",
+    ]
+    head = [_bin("ray"), "start", "--head", f"--port={port}", "--include-dashboard=false"]
+    head.append("--disable-usage-stats")
+    join = [_bin("ray"), "start", f"--address=127.0.0.1:{port}"]
+    pgids = []
+    for cmd in [head + common] + [join + common] * (nodes - 1):
+        # a new session: the node's daemons keep `ray start`'s process group, so it can be stopped
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        out, _ = proc.communicate(timeout=120)
+        pgids.append(proc.pid)
+        if proc.returncode:
+            RayCluster("", token, tuple(pgids), str(temp_dir)).stop()
+            raise ServiceError(f"ray start failed: {out.decode(errors='replace')[-500:]}")
+    return RayCluster(f"127.0.0.1:{port}", token, tuple(pgids), str(temp_dir))
