@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from tasks.data import write_panel
-from tasks.forecasting import forecast_products
+from tasks.forecasting import append_forecast_history, forecast_products
 from tasks.registry import PRODUCTION, STAGING, Registry
 from tasks.settings import get_settings
 
@@ -24,6 +24,7 @@ class ForecastReport(BaseModel):
     rows: int
     products: int
     missing: dict[str, str]
+    history_url: str | None = None
 
 
 @task(cache_policy=NO_CACHE)
@@ -39,8 +40,17 @@ def write_forecasts(
     """Forecast every product and write one parquet file."""
     frame, missing = forecast_products(registry, products, horizon)
     target = write_panel(frame, out_url, "forecasts.parquet")
+    kept = (
+        append_forecast_history(frame, registry.settings.resolved_forecasts_url)
+        if len(frame)
+        else None
+    )
     return ForecastReport(
-        url=target, rows=len(frame), products=frame["unique_id"].nunique(), missing=missing
+        url=target,
+        rows=len(frame),
+        products=frame["unique_id"].nunique(),
+        missing=missing,
+        history_url=kept,
     )
 
 
@@ -54,9 +64,7 @@ def forecast_products_flow(
     chosen = products or served_products(registry)
     if not chosen:
         raise ForecastError("no product has a registered model yet; run `factory train` first")
-    report = write_forecasts(
-        chosen, horizon, out_url or str(settings.resolved_home / "forecasts"), registry
-    )
+    report = write_forecasts(chosen, horizon, out_url or settings.resolved_forecasts_url, registry)
     create_markdown_artifact(
         f"Forecasts for {report.products} products ({report.rows} rows) written to `{report.url}`."
         + (f" No model for: {', '.join(sorted(report.missing))}." if report.missing else ""),

@@ -42,6 +42,7 @@ def friendly(fn: F) -> F:
         from mlflow.exceptions import MlflowException
 
         from flows.forecast_products import ForecastError
+        from flows.watch_landing import EventsNotEmitted
         from tasks.pipeline import BudgetExceeded
         from tasks.registry import NoModelError
         from tasks.services import ServiceError
@@ -53,6 +54,7 @@ def friendly(fn: F) -> F:
             (ServiceError, "see the log named above; `factory down` stops leftovers"),
             (NoModelError, NoModelError.hint),
             (ForecastError, "`factory status` shows which products have models"),
+            (EventsNotEmitted, "set PREFECT_API_URL to the server that runs the deployments"),
             (MlflowException, "check FACTORY_MLFLOW_TRACKING_URI and that the server is up"),
         ]
         try:
@@ -209,28 +211,30 @@ def status(
         str | None, typer.Option("--product", "-p", help="Only this product.")
     ] = None,
     only: Annotated[str | None, typer.Option("--status", help="Only this outcome.")] = None,
+    drift: Annotated[
+        str | None, typer.Option("--drift", help="Only this drift status (e.g. performance).")
+    ] = None,
     limit: int = 40,
 ) -> None:
-    """Fleet health per product: version, metric, gate decision, quarantine reason."""
-    from tasks.state import read_state
+    """Fleet health per product: version, metric, gate decision, quarantine reason, drift."""
+    from tasks.state import read_drift, read_state
 
-    state = read_state(get_settings().state_dir)
+    settings = get_settings()
+    state = read_state(settings.state_dir)
+    checks = read_drift(settings.state_dir)
+    show_drift = not checks.empty  # the drift column appears once monitor-drift has run
+    if show_drift:
+        state = state.merge(checks, on="product_id", how="left")
     if product:
         state = state[state["product_id"] == product]
     if only:
         state = state[state["status"] == only]
+    if drift and show_drift:
+        state = state[state["drift_status"].astype("string").str.startswith(drift).fillna(False)]
     counts = state["status"].value_counts().to_dict()
-    table = Table(
-        "product",
-        "family",
-        "status",
-        "production",
-        "staging",
-        "kind",
-        "score",
-        "baseline",
-        "reason",
-    )
+    columns = ["product", "family", "status", "production", "staging", "kind", "score"]
+    columns += ["baseline", *(["drift"] if show_drift else []), "reason"]
+    table = Table(*columns)
     for r in state.head(limit).itertuples():
         table.add_row(
             *(_cell(getattr(r, c)) for c in ("product_id", "family", "status")),
@@ -240,11 +244,43 @@ def status(
             ),
             _cell(r.score, "{:.3f}"),
             _cell(r.baseline, "{:.3f}"),
+            *([_drift_cell(r)] if show_drift else []),
             _cell(r.reason),
         )
     console.print(table)
     console.print(
         f"{len(state):,} products: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    )
+
+
+def _drift_cell(r: Any) -> str:
+    """Drift status, naming the checked version when production has moved on since."""
+    text = _cell(r.drift_status)
+    checked, serving = _cell(r.drift_model_version), _cell(r.production_version)
+    if text and checked and checked != serving:
+        text += f" (v{checked})"
+    return text
+
+
+@app.command()
+@friendly
+def watch(
+    fleet: FleetOpt = Path("fleet.yaml"),
+    poll: Annotated[float, typer.Option(help="Seconds between scans.")] = 2.0,
+    duration: Annotated[
+        float, typer.Option("--for", help="Stop after this many seconds (0: scan once).")
+    ] = 0.0,
+) -> None:
+    """Watch the landing zone: merge new files, emit factory.data.landed for changed products."""
+    from flows.watch_landing import watch_landing
+
+    load_fleet(fleet)
+    report = watch_landing(str(fleet), None, poll, duration)
+    for r in report.reports:
+        console.print(escape(r.line()))
+    console.print(
+        f"{report.scans} scan(s) of {report.landing_url}: "
+        f"{len(report.product_ids)} products announced for retraining"
     )
 
 

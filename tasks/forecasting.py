@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import fsspec
 import mlflow
 import pandas as pd
 
@@ -46,3 +48,44 @@ def forecast_products(
     cols = ["unique_id", "ds", "yhat", "model_name", "model_version"]
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
     return out[cols], errors
+
+
+FORECAST_KEYS = ["unique_id", "model_name", "model_version", "ds"]
+
+
+def append_forecast_history(
+    frame: pd.DataFrame, forecasts_url: str, made_at: pd.Timestamp | None = None
+) -> str:
+    """Keep what each model version forecast, one file per day under <forecasts_url>/history.
+
+    A model forecasts from its own training cutoff, so repeated runs repeat rows: they are
+    de-duplicated by (unique_id, model_name, model_version, ds), keeping the latest.
+    """
+    made_at = made_at or pd.Timestamp.now(tz="UTC")
+    fs, root = fsspec.core.url_to_fs(f"{forecasts_url.rstrip('/')}/history")
+    fs.makedirs(root, exist_ok=True)
+    target = f"{root}/forecasts-{made_at:%Y-%m-%d}.parquet"
+    rows = frame.assign(made_at=made_at)
+    if fs.exists(target):
+        with fs.open(target, "rb") as fh:
+            rows = pd.concat([pd.read_parquet(fh), rows], ignore_index=True)
+    rows = rows.drop_duplicates(FORECAST_KEYS, keep="last").reset_index(drop=True)
+    tmp = f"{root}/.forecasts-{made_at:%Y-%m-%d}.{uuid.uuid4().hex[:8]}.tmp"
+    with fs.open(tmp, "wb") as fh:
+        rows.to_parquet(fh, index=False)
+    fs.mv(tmp, target)
+    return fs.unstrip_protocol(target) if "://" in forecasts_url else target
+
+
+def read_forecast_history(forecasts_url: str) -> pd.DataFrame:
+    """Every forecast kept so far (latest per model version, product and date)."""
+    fs, root = fsspec.core.url_to_fs(f"{forecasts_url.rstrip('/')}/history")
+    files = sorted(fs.glob(f"{root}/forecasts-*.parquet")) if fs.exists(root) else []
+    if not files:
+        return pd.DataFrame(columns=[*FORECAST_KEYS, "yhat", "made_at"])
+    frames = []
+    for path in files:
+        with fs.open(path, "rb") as fh:
+            frames.append(pd.read_parquet(fh))
+    rows = pd.concat(frames, ignore_index=True).sort_values("made_at", kind="stable")
+    return rows.drop_duplicates(FORECAST_KEYS, keep="last").reset_index(drop=True)

@@ -16,6 +16,10 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path(".factory"), description="Local state folder (embedded defaults).")
     data_url: str | None = Field(None, description="Folder or fsspec URL of sales files.")
+    landing_url: str | None = Field(
+        None, description="Folder or fsspec URL where new sales files land (watched)."
+    )
+    forecasts_url: str | None = Field(None, description="Folder or fsspec URL of forecasts.")
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI.")
     mlflow_registry_uri: str | None = Field(None, description="MLflow registry URI.")
     artifact_location: str | None = Field(None, description="Artifact root for new experiments.")
@@ -37,6 +41,16 @@ class Settings(BaseSettings):
     def resolved_data_url(self) -> str:
         """Sales data location; defaults to <home>/data."""
         return self.data_url or str(self.resolved_home / "data")
+
+    @property
+    def resolved_landing_url(self) -> str:
+        """Landing zone for new sales files; defaults to <home>/landing."""
+        return self.landing_url or str(self.resolved_home / "landing")
+
+    @property
+    def resolved_forecasts_url(self) -> str:
+        """Where batch forecasts (and their history, for drift monitoring) go; <home>/forecasts."""
+        return self.forecasts_url or str(self.resolved_home / "forecasts")
 
     @property
     def tracking_uri(self) -> str:

@@ -91,3 +91,32 @@ def merge_state(state_dir: Path, records: list[ProductRecord]) -> pd.DataFrame:
     merged.to_parquet(tmp, index=False)
     tmp.replace(state_dir / STATE_FILE)
     return merged
+
+
+DRIFT_FILE = "drift.parquet"
+DRIFT_COLUMNS = [
+    "product_id",
+    "drift_status",
+    "drift_detail",
+    "drift_model_version",
+    "drift_checked_at",
+]
+
+
+def read_drift(state_dir: Path) -> pd.DataFrame:
+    """Every product's latest drift check (written by monitor-drift; empty before the first)."""
+    path = state_dir / DRIFT_FILE
+    return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=DRIFT_COLUMNS)
+
+
+def merge_drift(state_dir: Path, rows: pd.DataFrame) -> pd.DataFrame:
+    """Upsert drift checks (DRIFT_COLUMNS) by product id and write atomically."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    old = read_drift(state_dir)
+    keep = old.loc[~old["product_id"].isin(rows["product_id"])]
+    merged = pd.concat([keep, rows[DRIFT_COLUMNS]] if len(keep) else [rows[DRIFT_COLUMNS]])
+    merged = merged.sort_values("product_id").reset_index(drop=True)
+    tmp = state_dir / f".{DRIFT_FILE}.tmp"
+    merged.to_parquet(tmp, index=False)
+    tmp.replace(state_dir / DRIFT_FILE)
+    return merged
