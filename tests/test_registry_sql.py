@@ -1,0 +1,95 @@
+"""The one-transaction registry write reads back through MlflowClient exactly like its calls."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from tasks.registry_sql import VersionPlan, write_versions
+
+
+def plans(product: str, run_id: str, source: str) -> list[VersionPlan]:
+    """A staging version and its production copy, as Registry plans them."""
+    staging = VersionPlan(
+        name=f"t.staging.{product}",
+        source=source,
+        run_id=run_id,
+        tags={"factory.product_id": product, "factory.data_fingerprint": f"fp-{run_id}"},
+        alias="candidate",
+        current_tag="factory.current",
+        current={"config": "{}", "data_fingerprint": f"fp-{run_id}"},
+        model_tags={"factory.product_id": product, "factory.environment": "staging"},
+        description=f"Demand forecaster for {product} (staging).",
+    )
+    production = VersionPlan(
+        name=f"t.production.{product}",
+        source=source,
+        run_id=run_id,
+        tags=staging.tags,
+        alias="champion",
+        current_tag="factory.current",
+        current=staging.current,
+        model_tags={"factory.product_id": product, "factory.environment": "production"},
+        copy_of=staging,
+    )
+    return [staging, production]
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> MlflowClient:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return MlflowClient(uri, uri)
+
+
+def test_versions_aliases_tags_and_copies_read_back(client: MlflowClient, tmp_path: Path) -> None:
+    store = client._get_registry_client().store
+    src = (tmp_path / "run1" / "models" / "a").as_uri()
+    created = write_versions(store, plans("a", "run1", src) + plans("b", "run1", src + "b"))
+    assert created == {"t.staging.a": 1, "t.production.a": 1, "t.staging.b": 1, "t.production.b": 1}
+
+    staged = client.get_model_version_by_alias("t.staging.a", "candidate")
+    assert (str(staged.version), staged.source, staged.run_id) == ("1", src, "run1")
+    assert staged.tags["factory.data_fingerprint"] == "fp-run1"
+    assert staged.status == "READY"
+    copy = client.get_model_version_by_alias("t.production.a", "champion")
+    assert copy.source == "models:/t.staging.a/1"
+    assert client.get_model_version_download_uri("t.production.a", "1") == src
+    model = client.get_registered_model("t.production.a")
+    assert model.tags["factory.environment"] == "production"
+    assert json.loads(model.tags["factory.current"])["version"] == "1"
+    assert model.description == ""
+    assert client.get_registered_model("t.staging.b").description.endswith("(staging).")
+
+
+def test_a_second_write_adds_versions_and_moves_aliases(client: MlflowClient) -> None:
+    store = client._get_registry_client().store
+    write_versions(store, plans("a", "run1", "file:///x/1"))
+    # a version made by the ordinary client in between is counted
+    client.create_model_version("t.staging.a", "file:///x/manual", "manual")
+    created = write_versions(store, plans("a", "run2", "file:///x/2"))
+    assert created == {"t.staging.a": 3, "t.production.a": 2}
+    assert client.get_model_version_by_alias("t.staging.a", "candidate").run_id == "run2"
+    assert client.get_model_version_by_alias("t.production.a", "champion").source == (
+        "models:/t.staging.a/3"
+    )
+    model = client.get_registered_model("t.staging.a")
+    assert json.loads(model.tags["factory.current"]) == {
+        "version": "3",
+        "config": "{}",
+        "data_fingerprint": "fp-run2",
+    }
+    assert model.tags["factory.product_id"] == "a"  # creation tags kept
+    assert len(client.search_model_versions("name = 't.staging.a'")) == 3
+
+
+def test_an_invalid_plan_writes_nothing(client: MlflowClient) -> None:
+    store = client._get_registry_client().store
+    good, bad = plans("a", "run1", "file:///x/1")
+    bad = VersionPlan(**{**bad.__dict__, "alias": "v1"})  # reserved alias form
+    with pytest.raises(MlflowException):
+        write_versions(store, [good, bad])
+    assert client.search_registered_models() == []
