@@ -162,7 +162,7 @@ class FleetSpec(_Spec):
     promotion: Literal["auto", "manual"] = "manual"
     gate: GateSpec = Field(default_factory=GateSpec)
     failure_budget: float = Field(0.1, ge=0, le=1)
-    shard_size: PositiveInt = 50
+    shard_size: PositiveInt = 100
     families: tuple[FamilySpec, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

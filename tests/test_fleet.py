@@ -67,7 +67,7 @@ def test_defaults_come_from_the_spec(tmp_path):
     spec = load_fleet(path).spec
 
     assert spec.gate.baseline_margin == 0.05
-    assert spec.shard_size == 50
+    assert spec.shard_size == 100
     (lgb,) = spec.families[0].models
     assert (lgb.num_leaves, lgb.n_estimators, lgb.objective) == (31, 100, "regression")
 
