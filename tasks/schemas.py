@@ -76,7 +76,7 @@ def validate_panel(
         clean = sales_schema(as_of).validate(clean, lazy=False)
     clean = clean.sort_values(["unique_id", "ds"], kind="stable").reset_index(drop=True)
 
-    all_ids = set(frame["unique_id"].dropna().astype(str)) | set(reasons)
+    all_ids = {str(i) for i in frame["unique_id"].dropna().unique()} | set(reasons)
     assignment = fleet.assign(all_ids - {MISSING_ID})
     covered = {pid for ids in assignment.values() for pid in ids}
     panel_end = clean["ds"].max() if len(clean) else None
