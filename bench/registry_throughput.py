@@ -4,7 +4,9 @@
 
 Trains a few real products once, then registers N model versions (clones under distinct
 product ids, promotion on) in shards of 50 with K concurrent writers, against (a) a local
-SQLite store and (b) `mlflow server` on PostgreSQL with 4 workers. Prints models/s and
+SQLite store, (b) PostgreSQL as the factory's own store (`FACTORY_MLFLOW_TRACKING_URI=
+postgresql://...`: one transaction per shard) and (c) `mlflow server` on PostgreSQL with 4
+workers (the REST API: one call per write). Prints models/s and
 HTTP-level writes/s (each model = staging version + alias + tag, production copy + alias +
 tag, plus its share of the shard run, metrics and artifact upload).
 """
@@ -98,6 +100,15 @@ def main() -> None:
         sqlite = Settings(home=home, registry_threads=threads)
         if threads == 1:  # SQLite takes one writer; more threads would only queue on its lock
             results.append(("sqlite (local store)", threads, register_all(sqlite, outcomes, 1)))
+        direct = f"factory_bench_{secrets.token_hex(4)}"
+        admin(f"CREATE DATABASE {direct}")
+        try:  # the factory's process talks to PostgreSQL itself: one transaction per shard
+            uri = f"postgresql+psycopg2://root@127.0.0.1:5432/{direct}"
+            pg = Settings(home=home, mlflow_tracking_uri=uri, artifact_location=str(home / "a"))
+            secs = register_all(pg, outcomes, threads)
+            results.append(("postgresql (direct store)", threads, secs))
+        finally:
+            admin(f"DROP DATABASE IF EXISTS {direct} WITH (FORCE)")
         server, db = postgres_server(home)
         try:
             remote = Settings(home=home, mlflow_tracking_uri=server.url, registry_threads=threads)

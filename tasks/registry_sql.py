@@ -11,12 +11,15 @@ ORM classes and validators in one session per shard (~3 ms per product). A track
 from __future__ import annotations
 
 import json
+import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy
 from mlflow.entities.model_registry.model_version_stages import STAGE_NONE
 from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
+from mlflow.exceptions import MlflowException
 from mlflow.store.model_registry.dbmodels.models import (
     SqlModelVersion,
     SqlModelVersionTag,
@@ -35,7 +38,7 @@ from mlflow.utils.validation import (
 )
 
 READY = ModelVersionStatus.to_string(ModelVersionStatus.READY)
-RETRIES = 3  # concurrent writers on a server database can race for the same version number
+RETRIES = 8  # writers creating the same new model race; the losers retry
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,11 @@ def write_versions(store: SqlAlchemyStore, plans: list[VersionPlan]) -> dict[str
         try:
             with store.ManagedSessionMaker(read_only=False) as session:
                 return _write(store, session, plans)
-        except sqlalchemy.exc.IntegrityError:
-            if attempt == RETRIES - 1:
+        except MlflowException as exc:  # the session wraps the database's error
+            raced = isinstance(exc.__cause__, sqlalchemy.exc.IntegrityError)
+            if not raced or attempt == RETRIES - 1:
                 raise
+            time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
     raise AssertionError("unreachable")
 
 
@@ -88,7 +93,9 @@ def _write(store: SqlAlchemyStore, session: Any, plans: list[VersionPlan]) -> di
     now = get_current_time_millis()
     ws = store._get_active_workspace()
     names = [p.name for p in plans]
-    existing = {n for (n,) in _select(session, SqlRegisteredModel, ws, names, "name")}
+    # Row locks on the models already there serialise writers of the same products on a
+    # server database; two writers creating the same new model race and one retries.
+    existing = {n for (n,) in _select(session, SqlRegisteredModel, ws, names, "name", lock=True)}
     latest = dict(
         session.query(SqlModelVersion.name, sqlalchemy.func.max(SqlModelVersion.version))
         .filter(SqlModelVersion.workspace == ws, SqlModelVersion.name.in_(names))
@@ -184,8 +191,11 @@ def _update(
     session.connection().execute(stmt, params)
 
 
-def _select(session: Any, table: Any, ws: str, names: list[str], *columns: str) -> list[Any]:
+def _select(
+    session: Any, table: Any, ws: str, names: list[str], *columns: str, lock: bool = False
+) -> list[Any]:
     """Some columns of a registry table's rows for these registered models."""
     t = table.__table__
     query = sqlalchemy.select(*(t.c[c] for c in columns))
-    return list(session.execute(query.where(t.c.workspace == ws, t.c.name.in_(names))))
+    query = query.where(t.c.workspace == ws, t.c.name.in_(names)).order_by(t.c.name)
+    return list(session.execute(query.with_for_update() if lock else query))

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg2
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from tasks.registry_sql import VersionPlan, write_versions
+
+PG = "root@127.0.0.1:5432"
 
 
 def plans(product: str, run_id: str, source: str) -> list[VersionPlan]:
@@ -39,10 +45,30 @@ def plans(product: str, run_id: str, source: str) -> list[VersionPlan]:
     return [staging, production]
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> MlflowClient:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    return MlflowClient(uri, uri)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MlflowClient]:
+    """A fresh registry: a SQLite file, or a PostgreSQL database of its own (dropped after)."""
+    if request.param == "sqlite":
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        yield MlflowClient(uri, uri)
+        return
+    name = f"factory_registry_{secrets.token_hex(4)}"
+    _admin(f"CREATE DATABASE {name}")
+    try:
+        uri = f"postgresql+psycopg2://{PG}/{name}"
+        client = MlflowClient(uri, uri)
+        yield client
+        client._get_registry_client().store.engine.dispose()
+    finally:
+        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _admin(sql: str) -> None:
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="root", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
 
 
 def test_versions_aliases_tags_and_copies_read_back(client: MlflowClient, tmp_path: Path) -> None:
@@ -93,3 +119,19 @@ def test_an_invalid_plan_writes_nothing(client: MlflowClient) -> None:
     with pytest.raises(MlflowException):
         write_versions(store, [good, bad])
     assert client.search_registered_models() == []
+
+
+def test_concurrent_writers_of_one_model_get_distinct_versions(client: MlflowClient) -> None:
+    store = client._get_registry_client().store
+    write_versions(store, plans("a", "run0", "file:///x/0"))
+    with ThreadPoolExecutor(4) as pool:
+        runs = [f"run{i}" for i in range(1, 9)]
+        created = list(
+            pool.map(lambda r: write_versions(store, plans("a", r, f"file:///{r}")), runs)
+        )
+    assert sorted(c["t.staging.a"] for c in created) == list(range(2, 10))
+    versions = client.search_model_versions("name = 't.production.a'")
+    assert sorted(int(v.version) for v in versions) == list(range(1, 10))
+    for v in versions:  # every production copy points at the staging version of its own run
+        source = client.get_model_version("t.staging.a", v.source.rsplit("/", 1)[1])
+        assert source.run_id == v.run_id
