@@ -32,7 +32,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pandas as pd
 from mlflow import MlflowClient
 
@@ -40,7 +39,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tasks.data import write_panel  # noqa: E402
-from tasks.services import free_port, start_prefect, start_ray_cluster  # noqa: E402
+from tasks.services import (  # noqa: E402
+    PrefectApi,
+    free_port,
+    start_prefect,
+    start_ray_cluster,
+)
 from tasks.synthetic import PanelSpec, generate_panel  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -69,32 +73,8 @@ def ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-class Api:
-    """The few Prefect REST calls the benchmark needs."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def post(self, path: str, body: dict | None = None) -> Any:
-        r = httpx.post(f"{self.url}{path}", json=body or {}, timeout=30)
-        r.raise_for_status()
-        return r.json() if r.content else None
-
-    def get(self, path: str) -> Any:
-        r = httpx.get(f"{self.url}{path}", timeout=30)
-        r.raise_for_status()
-        return r.json()
-
-    def deployment(self, name: str) -> str:
-        return self.get(f"/deployments/name/{name}")["id"]
-
-    def run(self, name: str, **parameters: Any) -> str:
-        body = {"parameters": parameters} if parameters else {}
-        return self.post(f"/deployments/{self.deployment(name)}/create_flow_run", body)["id"]
-
-    def runs(self, name: str) -> list[dict]:
-        flt = {"deployments": {"id": {"any_": [self.deployment(name)]}}}
-        return self.post("/flow_runs/filter", flt)
+class Api(PrefectApi):
+    """The factory's Prefect calls, plus when a flow run entered each state."""
 
     def states(self, run_id: str) -> dict[str, float]:
         """First time the run entered each state type."""
@@ -104,9 +84,6 @@ class Api:
         ):
             out.setdefault(s["type"], ts(s["timestamp"]))
         return out
-
-    def events(self, name: str) -> list[dict]:
-        return self.post("/events/filter", {"filter": {"event": {"name": [name]}}})["events"]
 
 
 def wait(what: str, check: Any, timeout: float) -> Any:

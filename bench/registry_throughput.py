@@ -16,21 +16,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import secrets
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-import psycopg2
 
 from tasks.fleet import load_fleet
 from tasks.lineage import RunLineage
 from tasks.pipeline import fleet_series
 from tasks.registry import Registry
 from tasks.schemas import validate_panel
-from tasks.services import free_port, start_mlflow
+from tasks.services import free_port, start_mlflow, temporary_database
 from tasks.settings import Settings
 from tasks.synthetic import PanelSpec, generate_panel
 from tasks.training import ProductOutcome, train_many
@@ -70,21 +69,10 @@ def register_all(settings: Settings, outcomes: list[ProductOutcome], threads: in
     return time.perf_counter() - t0
 
 
-def postgres_server(home: Path) -> tuple[object, str]:
-    """An MLflow server on a fresh PostgreSQL database (4 workers)."""
-    name = f"factory_bench_{secrets.token_hex(4)}"
-    admin(f"CREATE DATABASE {name}")
-    backend = f"postgresql+psycopg2://root@127.0.0.1:5432/{name}"
-    return start_mlflow(home, free_port(), backend, str(home / "art"), workers=4), name
-
-
-def admin(sql: str) -> None:
-    """Run one statement on the postgres maintenance database."""
-    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="root", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
+def postgres_server(home: Path, database: str) -> Any:
+    """An MLflow server on a PostgreSQL database (4 workers)."""
+    backend = f"postgresql+psycopg2://root@127.0.0.1:5432/{database}"
+    return start_mlflow(home, free_port(), backend, str(home / "art"), workers=4)
 
 
 def main() -> None:
@@ -100,24 +88,23 @@ def main() -> None:
         sqlite = Settings(home=home, registry_threads=threads)
         if threads == 1:  # SQLite takes one writer; more threads would only queue on its lock
             results.append(("sqlite (local store)", threads, register_all(sqlite, outcomes, 1)))
-        direct = f"factory_bench_{secrets.token_hex(4)}"
-        admin(f"CREATE DATABASE {direct}")
-        try:  # the factory's process talks to PostgreSQL itself: one transaction per shard
-            uri = f"postgresql+psycopg2://root@127.0.0.1:5432/{direct}"
+        with temporary_database("factory_bench") as db:  # the flows' process talks to it
+            uri = f"postgresql+psycopg2://root@127.0.0.1:5432/{db}"
             pg = Settings(home=home, mlflow_tracking_uri=uri, artifact_location=str(home / "a"))
-            secs = register_all(pg, outcomes, threads)
-            results.append(("postgresql (direct store)", threads, secs))
-        finally:
-            admin(f"DROP DATABASE IF EXISTS {direct} WITH (FORCE)")
-        server, db = postgres_server(home)
-        try:
-            remote = Settings(home=home, mlflow_tracking_uri=server.url, registry_threads=threads)
-            prefix = {"model_prefix": f"t{threads}"}
-            secs = register_all(remote.model_copy(update=prefix), outcomes, threads)
-            results.append(("mlflow server + postgres (4 workers)", threads, secs))
-        finally:
-            server.stop()
-            admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+            results.append(
+                ("postgresql (direct store)", threads, register_all(pg, outcomes, threads))
+            )
+        with temporary_database("factory_bench") as db:
+            server = postgres_server(home, db)
+            try:
+                remote = Settings(
+                    home=home, mlflow_tracking_uri=server.url, registry_threads=threads
+                )
+                prefix = {"model_prefix": f"t{threads}"}
+                secs = register_all(remote.model_copy(update=prefix), outcomes, threads)
+                results.append(("mlflow server + postgres (4 workers)", threads, secs))
+            finally:
+                server.stop()
     print("| backend | writers | models | seconds | models/s | registry writes/s |")
     print("|---|---|---|---|---|---|")
     rows = []

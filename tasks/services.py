@@ -10,8 +10,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -51,6 +53,75 @@ def stop_pid(pid: int, timeout: float = 20) -> None:
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+
+
+class PrefectApi:
+    """The few Prefect REST calls the tests and benchmarks make against a server they started."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url  # .../api
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """One call; a busy SQLite server answers 503 now and then: retry those a few times."""
+        for attempt in range(5):
+            response = httpx.request(method, f"{self.url}{path}", json=body, timeout=30)
+            if response.status_code != 503 or attempt == 4:
+                break
+            time.sleep(1 + attempt)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def post(self, path: str, body: Any = None) -> Any:
+        """POST a JSON body (an empty object by default)."""
+        return self.call("POST", path, {} if body is None else body)
+
+    def get(self, path: str) -> Any:
+        """GET a JSON document."""
+        return self.call("GET", path)
+
+    def deployment_id(self, name: str) -> str:
+        """The id of a deployment named `flow-name/deployment-name`."""
+        return str(self.get(f"/deployments/name/{name}")["id"])
+
+    def run(self, name: str, **parameters: Any) -> str:
+        """Create a flow run of a deployment (what `prefect deployment run` does)."""
+        body = {"parameters": parameters} if parameters else {}
+        return str(
+            self.post(f"/deployments/{self.deployment_id(name)}/create_flow_run", body)["id"]
+        )
+
+    def runs(self, deployment: str) -> list[dict[str, Any]]:
+        """Every flow run of a deployment."""
+        flt = {"deployments": {"id": {"any_": [self.deployment_id(deployment)]}}}
+        return list(self.post("/flow_runs/filter", flt))
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The events of one name the server has recorded (first page)."""
+        return list(self.post("/events/filter", {"filter": {"event": {"name": [name]}}})["events"])
+
+
+@contextlib.contextmanager
+def temporary_database(
+    prefix: str, host: str = "127.0.0.1", port: int = 5432, user: str = "root"
+) -> Iterator[str]:
+    """A PostgreSQL database with a unique name (`<prefix>_<hex>`), dropped on exit."""
+    import secrets
+
+    import psycopg2
+
+    def admin(sql: str) -> None:
+        conn = psycopg2.connect(host=host, port=port, user=user, dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql)
+        conn.close()
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin(f"CREATE DATABASE {name}")
+    try:
+        yield name
+    finally:
+        admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def free_port(preferred: int | None = None) -> int:

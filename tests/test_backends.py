@@ -8,7 +8,6 @@ started and stopped by a fixture (databases are created with unique names and dr
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,21 +19,19 @@ import redis
 from mlflow import MlflowClient
 
 from tasks.data import write_panel
-from tasks.services import free_port, start_mlflow, start_prefect, start_ray_cluster
+from tasks.services import (
+    free_port,
+    start_mlflow,
+    start_prefect,
+    start_ray_cluster,
+    temporary_database,
+)
 from tasks.synthetic import PanelSpec, generate_panel, product_ids
 
 from .conftest import AS_OF, write_fleet
 
 pytestmark = pytest.mark.integration
 PG = "root@127.0.0.1:5432"
-
-
-def _admin(sql: str) -> None:
-    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="root", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
 
 
 def _query(db: str, sql: str) -> list[tuple]:
@@ -49,13 +46,11 @@ def _query(db: str, sql: str) -> list[tuple]:
 @pytest.fixture(scope="module")
 def databases() -> Iterator[dict[str, str]]:
     """Two fresh PostgreSQL databases with unique names, dropped afterwards."""
-    suffix = secrets.token_hex(4)
-    names = {"prefect": f"factory_prefect_{suffix}", "mlflow": f"factory_mlflow_{suffix}"}
-    for name in names.values():
-        _admin(f"CREATE DATABASE {name}")
-    yield names
-    for name in names.values():
-        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with (
+        temporary_database("factory_prefect") as prefect,
+        temporary_database("factory_mlflow") as mlflow,
+    ):
+        yield {"prefect": prefect, "mlflow": mlflow}
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,9 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pandas as pd
 import pytest
 import yaml
@@ -30,7 +28,7 @@ from tasks.data import read_panel, write_panel
 from tasks.events import LANDED as LANDED_EVENT
 from tasks.events import ProductsPayload, event_body
 from tasks.landing import LEDGER_FILE
-from tasks.services import Service, free_port, start_prefect
+from tasks.services import PrefectApi, Service, free_port, start_prefect
 from tasks.synthetic import PanelSpec, generate_panel
 
 from .conftest import AS_OF, REPO
@@ -47,50 +45,12 @@ DECAYED = ["electronics-00004", "household-00006"]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-@dataclass
-class Stack:
+class Stack(PrefectApi):
     """A Prefect server with the factory's deployments and a worker on the work pool."""
 
-    server: Service
-    env: dict[str, str]
-    home: Path
-    worker_log: Path
-
-    @property
-    def api(self) -> str:
-        return f"{self.server.url}/api"
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        """One API call; a busy SQLite server answers 503 now and then, as Prefect's own
-        client knows: retry those a few times."""
-        for attempt in range(5):
-            response = httpx.request(method, f"{self.api}{path}", json=body, timeout=30)
-            if response.status_code != 503 or attempt == 4:
-                break
-            time.sleep(1 + attempt)
-        response.raise_for_status()
-        return response.json() if response.content else None
-
-    def post(self, path: str, body: Any = None) -> Any:
-        return self.call("POST", path, {} if body is None else body)
-
-    def get(self, path: str) -> Any:
-        return self.call("GET", path)
-
-    def deployment_id(self, name: str) -> str:
-        return self.get(f"/deployments/name/{name}")["id"]
-
-    def run(self, name: str, **parameters: Any) -> str:
-        """Create a flow run of a deployment (what `prefect deployment run` does)."""
-        body = {"parameters": parameters} if parameters else {}
-        return self.post(f"/deployments/{self.deployment_id(name)}/create_flow_run", body)["id"]
-
-    def runs(self, deployment: str) -> list[dict]:
-        flt = {"deployments": {"id": {"any_": [self.deployment_id(deployment)]}}}
-        return self.post("/flow_runs/filter", flt)
-
-    def events(self, name: str) -> list[dict]:
-        return self.post("/events/filter", {"filter": {"event": {"name": [name]}}})["events"]
+    def __init__(self, server: Service, env: dict[str, str], home: Path, worker_log: Path):
+        super().__init__(f"{server.url}/api")
+        self.server, self.env, self.home, self.worker_log = server, env, home, worker_log
 
     def log_tail(self, n: int = 60) -> str:
         if not self.worker_log.exists():

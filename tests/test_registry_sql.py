@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psycopg2
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from tasks.registry_sql import VersionPlan, write_versions
+from tasks.services import temporary_database
 
 PG = "root@127.0.0.1:5432"
 
@@ -52,23 +51,11 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MlflowCli
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
         yield MlflowClient(uri, uri)
         return
-    name = f"factory_registry_{secrets.token_hex(4)}"
-    _admin(f"CREATE DATABASE {name}")
-    try:
+    with temporary_database("factory_registry") as name:
         uri = f"postgresql+psycopg2://{PG}/{name}"
         client = MlflowClient(uri, uri)
         yield client
         client._get_registry_client().store.engine.dispose()
-    finally:
-        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def _admin(sql: str) -> None:
-    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="root", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
 
 
 def test_versions_aliases_tags_and_copies_read_back(client: MlflowClient, tmp_path: Path) -> None:
