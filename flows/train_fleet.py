@@ -48,7 +48,8 @@ def train_fleet(fleet_path: str = "fleet.yaml", products: list[str] | None = Non
             f" ({report.quarantine_rate:.0%} > failure_budget {spec.failure_budget:.0%});"
             " nothing trained"
         )
-    champions = fetch_champions(settings) if prepared.shards else {}
+    to_train = [p for s in prepared.shards for p in s.product_ids]
+    champions = fetch_champions(settings, to_train) if to_train else {}
     registry = Registry(settings)
     lineage = run_lineage(prepared.fleet)
     progress = start_progress(len(report.valid_ids))

@@ -125,9 +125,9 @@ def prepare_fleet(
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def fetch_champions(settings: Settings) -> dict[str, ChampionRef]:
-    """Every product's current champion, in a few paged registry searches."""
-    return Registry(settings).champions()
+def fetch_champions(settings: Settings, products: list[str]) -> dict[str, ChampionRef]:
+    """The current champion of each of these products (the ones about to train)."""
+    return Registry(settings).champions(products)
 
 
 @task(
@@ -153,8 +153,7 @@ def train_shard(
     family = spec.family(shard.family)
     mine = {p: champions[p] for p in shard.product_ids if p in champions}
     if task_run.run_count > 1:
-        fresh = registry.champions()
-        mine = {p: fresh[p] for p in shard.product_ids if p in fresh}
+        mine = registry.champions(shard.product_ids)
     outcomes = train_on_ray(items_ref, family, spec.gate, mine)
     done, registry_s = registry.register_shard(
         shard.key, outcomes, lineage, spec.promotion == "auto", family.backtest.windows

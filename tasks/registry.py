@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
 from tasks.lineage import RunLineage
-from tasks.registry_sql import VersionPlan, write_versions
+from tasks.registry_sql import VersionPlan, model_tags, write_versions
 from tasks.settings import Settings
 from tasks.training import ChampionRef, ProductOutcome
 
@@ -41,6 +42,7 @@ PIP_REQUIREMENTS = [
     "pandas==3.1.1",
     "numpy==2.4.6",
 ]
+FEW = 200  # up to this many products, a tracking server is asked model by model, not searched
 _SAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -109,29 +111,57 @@ class Registry:
         """Registered model name of a product in an environment."""
         return model_name(self.prefix, environment, product_id)
 
-    def current_models(self, environment: str) -> dict[str, dict[str, Any]]:
-        """product id -> the `factory.current` record of its registered model, in a few pages."""
-        out: dict[str, dict[str, Any]] = {}
-        token = None
+    def current_models(
+        self, environment: str, products: Collection[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """product id -> the `factory.current` record of its registered model (all products,
+        or only these): one query on a database store, else a few paged searches."""
+        keys = (CURRENT_TAG, "factory.product_id")
+        store = self._sql_store()
+        if store is not None:
+            found = list(model_tags(store, f"{self.prefix}.{environment}.", keys).values())
+        elif products is not None and len(products) <= FEW:
+            found = [self._model_tags(self.name(environment, p)) for p in products]
+        else:
+            found = self._search_tags(environment)
+        out = {
+            t["factory.product_id"]: json.loads(t[CURRENT_TAG])
+            for t in found
+            if all(k in t for k in keys)
+        }
+        return out if products is None else {p: out[p] for p in products if p in out}
+
+    def _model_tags(self, name: str) -> dict[str, str]:
+        try:
+            return dict(self.client.get_registered_model(name).tags or {})
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return {}
+
+    def _search_tags(self, environment: str) -> list[dict[str, str]]:
+        found, token = [], None
         while True:
             page = self.client.search_registered_models(
                 filter_string=f"name LIKE '{self.prefix}.{environment}.%'",
                 max_results=1000,
                 page_token=token,
             )
-            for rm in page:
-                tags = rm.tags or {}
-                if CURRENT_TAG in tags and "factory.product_id" in tags:
-                    out[tags["factory.product_id"]] = json.loads(tags[CURRENT_TAG])
+            found += [dict(rm.tags or {}) for rm in page]
             token = page.token
             if not token:
-                return out
+                return found
 
-    def champions(self) -> dict[str, ChampionRef]:
+    def _sql_store(self) -> SqlAlchemyStore | None:
+        """MLflow's registry store when it is a database the factory reaches directly."""
+        store = self.client._get_registry_client().store
+        return store if isinstance(store, SqlAlchemyStore) else None
+
+    def champions(self, products: Collection[str] | None = None) -> dict[str, ChampionRef]:
         """Each product's champion: its production model, else its latest staging version."""
         out = {}
         for env in (STAGING, PRODUCTION):  # production overrides staging
-            for pid, rec in self.current_models(env).items():
+            for pid, rec in self.current_models(env, products).items():
                 out[pid] = ChampionRef(
                     self.name(env, pid), rec["version"], rec["config"], rec["data_fingerprint"]
                 )
@@ -238,8 +268,8 @@ class Registry:
     def _write(self, plans: list[list[VersionPlan]]) -> dict[str, int]:
         """Create the planned versions: one transaction on a database store, else call by call."""
         flat = [p for product in plans for p in product]
-        store = self.client._get_registry_client().store
-        if isinstance(store, SqlAlchemyStore):
+        store = self._sql_store()
+        if store is not None:
             return write_versions(store, flat)
         created: dict[str, int] = {}
         for plan in flat:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from tasks.registry import PRODUCTION, STAGING, Registry
 from tasks.registry_sql import VersionPlan, write_versions
 from tasks.services import temporary_database
+from tasks.settings import Settings
 
 PG = "root@127.0.0.1:5432"
 
@@ -122,3 +125,29 @@ def test_concurrent_writers_of_one_model_get_distinct_versions(client: MlflowCli
     for v in versions:  # every production copy points at the staging version of its own run
         source = client.get_model_version("t.staging.a", v.source.rsplit("/", 1)[1])
         assert source.run_id == v.run_id
+
+
+@pytest.mark.parametrize("path", ["database", "client calls"])
+def test_champions_are_read_for_all_or_some_products(
+    path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(Settings(home=tmp_path, model_prefix="factory"))
+    store = registry.client._get_registry_client().store
+    for pid in ("a", "b", "c_1"):
+        staging, production = plans(pid, "run1", f"file:///{pid}")
+        staging = replace(staging, name=registry.name(STAGING, pid))
+        production = replace(production, name=registry.name(PRODUCTION, pid), copy_of=staging)
+        # b has no production model yet: its champion is its staging version
+        write_versions(store, [staging] if pid == "b" else [staging, production])
+    write_versions(store, [replace(plans("a", "run2", "file:///a2")[0], name="other.staging.a")])
+    if path == "client calls":  # what a tracking server gets: searches and per-model reads
+        monkeypatch.setattr(registry, "_sql_store", lambda: None)
+
+    every = registry.champions()
+    assert {p: (c.model_name, c.version) for p, c in every.items()} == {
+        "a": ("factory.production.a", "1"),
+        "b": ("factory.staging.b", "1"),
+        "c_1": ("factory.production.c_1", "1"),
+    }
+    assert every["a"].data_fingerprint == "fp-run1"
+    assert registry.champions(["b", "c_1", "unknown"]) == {p: every[p] for p in ("b", "c_1")}
