@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+from mlflow.utils.file_utils import local_file_uri_to_path
 
 from tasks.lineage import RunLineage
 from tasks.registry_sql import VersionPlan, model_tags, write_versions
@@ -192,14 +194,7 @@ class Registry:
             self.client.log_dict(
                 run_id, {"products": [_outcome_row(o) for o in outcomes]}, "outcomes.json"
             )
-            stage = Path(tempfile.mkdtemp(prefix="factory-shard-"))
-            try:
-                for o in winners:
-                    save_pyfunc(o, stage / product_slug(o.product_id))
-                if winners:
-                    self.client.log_artifacts(run_id, str(stage), "models")
-            finally:
-                shutil.rmtree(stage, ignore_errors=True)
+            self._log_models(run_id, run.info.artifact_uri, winners)
             plans = [
                 self._plan(o, run.info.artifact_uri, run_id, lineage, promote, backtest_windows)
                 for o in winners
@@ -215,6 +210,24 @@ class Registry:
             ]
             self.client.set_terminated(run_id)
         return done, time.perf_counter() - t0
+
+    def _log_models(self, run_id: str, artifact_uri: str, winners: list[ProductOutcome]) -> None:
+        """Each winner's pyfunc folder under the run's `models/`: written in place when the
+        artifact store is a local folder (what `log_artifacts` would copy), else uploaded."""
+        if not winners:
+            return
+        if urlparse(artifact_uri).scheme == "file":
+            target = Path(local_file_uri_to_path(artifact_uri)) / "models"
+            for o in winners:
+                save_pyfunc(o, target / product_slug(o.product_id))
+            return
+        stage = Path(tempfile.mkdtemp(prefix="factory-shard-"))
+        try:
+            for o in winners:
+                save_pyfunc(o, stage / product_slug(o.product_id))
+            self.client.log_artifacts(run_id, str(stage), "models")
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
     def _log_shard_metrics(self, run_id: str, outcomes: list[ProductOutcome]) -> None:
         now = int(time.time() * 1000)

@@ -39,13 +39,16 @@ class Service:
 
 
 def stop_pid(pid: int, timeout: float = 20) -> None:
-    """SIGTERM a process group, then SIGKILL it if it lingers."""
+    """SIGTERM a process group, then SIGKILL it if it lingers. A leader that is our own child
+    is reaped meanwhile: as a zombie it would look alive to `killpg(pid, 0)` until the end."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:

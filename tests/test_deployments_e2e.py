@@ -28,7 +28,7 @@ from tasks.data import read_panel, write_panel
 from tasks.events import LANDED as LANDED_EVENT
 from tasks.events import ProductsPayload, event_body
 from tasks.landing import LEDGER_FILE
-from tasks.services import PrefectApi, Service, free_port, start_prefect
+from tasks.services import PrefectApi, Service, free_port, start_prefect, stop_pid
 from tasks.synthetic import PanelSpec, generate_panel
 
 from .conftest import AS_OF, REPO
@@ -119,28 +119,10 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def stop_group(pid: int, timeout: float = 20) -> None:
-    """SIGTERM a child's process group, reaping the child (a zombie leader looks alive to
-    `killpg(pid, 0)`), then SIGKILL whatever is left."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 def stop_tree(pid: int) -> None:
     """Stop a process group and anything it started in other sessions (flow runs, Ray)."""
     below = descendants(pid)
-    stop_group(pid)
+    stop_pid(pid)
     for child in below:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
@@ -166,7 +148,7 @@ def deployed(tmp_path: Path) -> Iterator[tuple[Service, dict[str, str]]]:
         cli([*deploy, "--prefect-file", "deployments/prefect.yaml"], env)
         yield server, env
     finally:
-        stop_group(server.pid)
+        stop_pid(server.pid)
 
 
 @pytest.fixture
