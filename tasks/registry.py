@@ -296,10 +296,17 @@ class Registry:
             self.client.set_registered_model_tag(plan.name, plan.current_tag, current)
         return created
 
+    def _new_version(self, plan: VersionPlan, source: str) -> Any:
+        """One version over the REST API. Its model files are already uploaded, so it is READY
+        at once: no polling for its status (MLflow's default waits with a GET per version)."""
+        return self.client.create_model_version(
+            plan.name, source, plan.run_id, plan.tags, await_creation_for=0
+        )
+
     def _create_version(self, plan: VersionPlan, source: str) -> Any:
         """Create a version, creating its registered model on the product's first one."""
         try:
-            return self.client.create_model_version(plan.name, source, plan.run_id, plan.tags)
+            return self._new_version(plan, source)
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
@@ -310,7 +317,7 @@ class Registry:
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        return self.client.create_model_version(plan.name, source, plan.run_id, plan.tags)
+        return self._new_version(plan, source)
 
     def model_uri(self, product_id: str) -> str:
         """`models:/` URI of the model serving a product: production champion, else staging."""
