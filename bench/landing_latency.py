@@ -16,12 +16,10 @@ bench/results/.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -44,6 +42,7 @@ from tasks.services import (  # noqa: E402
     free_port,
     start_prefect,
     start_ray_cluster,
+    stop_tree,
 )
 from tasks.synthetic import PanelSpec, generate_panel  # noqa: E402
 
@@ -101,47 +100,6 @@ def cli(args: list[str], env: dict[str, str]) -> None:
     )
     if done.returncode:
         raise RuntimeError(f"{args}: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (flow-run processes and their Ray run in other sessions)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def stop(proc_pid: int) -> None:
-    """Stop a child we started: its process group, then anything below it that is left."""
-    below = descendants(proc_pid)
-    stop_group(proc_pid)
-    for child in below:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signal.SIGKILL)
-
-
-def stop_group(proc_pid: int) -> None:
-    """SIGTERM the process group of a child we started, reap it, SIGKILL leftovers."""
-    try:
-        os.killpg(proc_pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    for _ in range(100):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(proc_pid, os.WNOHANG)
-        try:
-            os.killpg(proc_pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    os.killpg(proc_pid, signal.SIGKILL)
 
 
 def production_versions(client: MlflowClient) -> dict[tuple[str, str], tuple[str, int]]:
@@ -215,10 +173,10 @@ def main() -> None:
         time.sleep(5)  # let the last flow-run process shut its Ray down
     finally:
         if worker_pid:
-            stop(worker_pid)
+            stop_tree(worker_pid)
         if cluster:
             cluster.stop()
-        stop(server.pid)
+        stop_tree(server.pid)
         print(f"logs: {root}" if args.keep else "", end="")
         if not args.keep:
             import shutil

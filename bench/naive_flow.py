@@ -24,8 +24,7 @@ from tasks.data import read_panel
 from tasks.fleet import FamilySpec, GateSpec, load_fleet
 from tasks.forecaster import ModelConfig, Series, loads
 from tasks.lineage import code_fingerprint
-from tasks.pipeline import fleet_series
-from tasks.schemas import validate_panel
+from tasks.schemas import fleet_series, validate_panel
 from tasks.training import ProductOutcome, train_product
 
 THREADS_SETTING = "PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS"

@@ -26,9 +26,8 @@ import pandas as pd
 
 from tasks.fleet import load_fleet
 from tasks.lineage import RunLineage
-from tasks.pipeline import fleet_series
 from tasks.registry import Registry
-from tasks.schemas import validate_panel
+from tasks.schemas import fleet_series, validate_panel
 from tasks.services import free_port, start_mlflow, temporary_database
 from tasks.settings import Settings
 from tasks.synthetic import PanelSpec, generate_panel

@@ -17,33 +17,12 @@ import pandas as pd
 from workload import Job, WorkerResult, outcome_digest, stage_split_ms
 
 from tasks.data import read_panel
-from tasks.fleet import FleetSpec, load_fleet, make_shards
-from tasks.forecaster import Series
+from tasks.fleet import load_fleet, make_shards
 from tasks.lineage import code_fingerprint
-from tasks.schemas import product_arrays, validate_panel
+from tasks.schemas import fleet_series, validate_panel
 from tasks.training import ChampionRef, ProductOutcome, train_many
 
 FRAMEWORKS = ("prefect", "ray", "mlflow")
-
-
-def fleet_series(
-    clean: pd.DataFrame, fleet: FleetSpec, assignment: dict[str, list[str]]
-) -> dict[str, Series]:
-    """Each valid product's series, built as tasks.pipeline.fleet_series builds it.
-
-    Mirrored, not imported: importing tasks.pipeline loads Prefect, Ray and MLflow (~6 s,
-    ~120 MB) into the raw limit. bench/run.py checks the result: the raw and factory runs must
-    end with the same outcome digest (product, status, data fingerprint).
-    """
-    exog = sorted({c for f in fleet.families for c in f.features.exogenous})
-    arrays = product_arrays(clean, exog)
-    out = {}
-    for family, ids in assignment.items():
-        cols = fleet.family(family).features.exogenous
-        for pid in ids:
-            a = arrays[pid]
-            out[pid] = Series(a["ds"], a["y"], {c: a[c] for c in cols})
-    return out
 
 
 def run_raw(job: Job) -> WorkerResult:

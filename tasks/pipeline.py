@@ -20,7 +20,7 @@ from tasks.fleet import FleetSpec, LoadedFleet, Shard, load_fleet, make_shards
 from tasks.forecaster import Series
 from tasks.lineage import RunLineage, code_fingerprint, git_commit, package_version
 from tasks.registry import PRODUCTION, Registered, Registry
-from tasks.schemas import ValidationReport, product_arrays, validate_panel
+from tasks.schemas import ValidationReport, fleet_series, validate_panel
 from tasks.settings import Settings
 from tasks.state import ProductRecord, unchanged_products
 from tasks.training import ChampionRef, ProductOutcome, series_fingerprint, training_key
@@ -61,21 +61,6 @@ def restrict(report: ValidationReport, products: Iterable[str] | None) -> Valida
     report.assignment = {f: [p for p in ids if p in keep] for f, ids in report.assignment.items()}
     report.quarantined = {p: r for p, r in report.quarantined.items() if p in keep}
     return report
-
-
-def fleet_series(
-    clean: pd.DataFrame, fleet: FleetSpec, assignment: dict[str, list[str]]
-) -> dict[str, Series]:
-    """Each valid product's series with its family's exogenous columns."""
-    exog = sorted({c for f in fleet.families for c in f.features.exogenous})
-    arrays = product_arrays(clean, exog)
-    out = {}
-    for family, ids in assignment.items():
-        cols = fleet.family(family).features.exogenous
-        for pid in ids:
-            a = arrays[pid]
-            out[pid] = Series(a["ds"], a["y"], {c: a[c] for c in cols})
-    return out
 
 
 def training_keys(

@@ -12,6 +12,7 @@ from pandera.typing import Series
 
 from tasks.data import DataError
 from tasks.fleet import FamilySpec, FleetSpec
+from tasks.forecaster import Series as ProductSeries
 
 MISSING_ID = "<missing unique_id>"
 
@@ -207,4 +208,19 @@ def product_arrays(frame: pd.DataFrame, columns: list[str]) -> dict[str, dict[st
         item = {"ds": ds[s:e]}
         item.update({c: v[s:e] for c, v in values.items()})
         out[str(ids[s])] = item
+    return out
+
+
+def fleet_series(
+    clean: pd.DataFrame, fleet: FleetSpec, assignment: dict[str, list[str]]
+) -> dict[str, ProductSeries]:
+    """Each valid product's series with its family's exogenous columns."""
+    exog = sorted({c for f in fleet.families for c in f.features.exogenous})
+    arrays = product_arrays(clean, exog)
+    out: dict[str, ProductSeries] = {}
+    for family, ids in assignment.items():
+        cols = fleet.family(family).features.exogenous
+        for pid in ids:
+            a = arrays[pid]
+            out[pid] = ProductSeries(a["ds"], a["y"], {c: a[c] for c in cols})
     return out

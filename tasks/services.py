@@ -127,6 +127,30 @@ def temporary_database(
         admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, found by walking /proc (flow-run processes, Ray workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def stop_tree(pid: int, timeout: float = 20) -> None:
+    """Stop a process group and anything it started in other sessions (flow runs, Ray)."""
+    below = descendants(pid)
+    stop_pid(pid, timeout)
+    for child in below:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
 def free_port(preferred: int | None = None) -> int:
     """The preferred loopback port when it is free, else any free one."""
     for port in ([preferred] if preferred else []) + [0]:

@@ -10,11 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from tasks.data import read_panel, write_panel
 from tasks.events import LANDED as LANDED_EVENT
 from tasks.events import ProductsPayload, event_body
 from tasks.landing import LEDGER_FILE
-from tasks.services import PrefectApi, Service, free_port, start_prefect, stop_pid
+from tasks.services import PrefectApi, Service, free_port, start_prefect, stop_pid, stop_tree
 from tasks.synthetic import PanelSpec, generate_panel
 
 from .conftest import AS_OF, REPO
@@ -100,36 +98,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FACTORY_"))}
     base["PATH"] = f"{BIN}{os.pathsep}{base.get('PATH', '')}"  # `python` is the venv's
     return {**base, **extra}
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (children first found by walking /proc)."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children[ppid].append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def stop_tree(pid: int) -> None:
-    """Stop a process group and anything it started in other sessions (flow runs, Ray)."""
-    below = descendants(pid)
-    stop_pid(pid)
-    for child in below:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.kill(child, sig)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
 
 
 @contextlib.contextmanager
