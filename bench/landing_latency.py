@@ -36,15 +36,12 @@ from mlflow import MlflowClient
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tasks.data import write_panel  # noqa: E402
-from tasks.services import (  # noqa: E402
-    PrefectApi,
-    free_port,
-    start_prefect,
-    start_ray_cluster,
-    stop_tree,
-)
-from tasks.synthetic import PanelSpec, generate_panel  # noqa: E402
+from factory.adapters.data import write_panel
+from factory.core.synthetic import PanelSpec, generate_panel
+from factory.local import free_port, start_prefect
+from tests.support.prefect_api import PrefectApi
+from tests.support.processes import stop_tree
+from tests.support.ray_cluster import start_ray_cluster
 
 BIN = Path(sys.executable).parent
 AS_OF = "2026-11-22"

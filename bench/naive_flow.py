@@ -20,12 +20,12 @@ from prefect import flow, task, unmapped
 from prefect.runtime import flow_run
 from workload import Job, WorkerResult, outcome_digest, stage_split_ms
 
-from tasks.data import read_panel
-from tasks.fleet import FamilySpec, GateSpec, load_fleet
-from tasks.forecaster import ModelConfig, Series, loads
-from tasks.lineage import code_fingerprint
-from tasks.schemas import fleet_series, validate_panel
-from tasks.training import ProductOutcome, train_product
+from factory.adapters.data import read_panel
+from factory.adapters.lineage import code_fingerprint
+from factory.core.contract import fleet_series, validate_panel
+from factory.core.fleet import FamilySpec, GateSpec, load_fleet
+from factory.core.forecaster import ModelConfig, Series, loads
+from factory.core.training import ProductOutcome, train_product
 
 THREADS_SETTING = "PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,16 +25,19 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.fleet import load_fleet
-from tasks.lineage import RunLineage
-from tasks.registry import Registry
-from tasks.schemas import fleet_series, validate_panel
-from tasks.services import free_port, start_mlflow, temporary_database
-from tasks.settings import Settings
-from tasks.synthetic import PanelSpec, generate_panel
-from tasks.training import ProductOutcome, train_many
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # tests.support: the temporary PostgreSQL database
+
+from factory.adapters.lineage import RunLineage
+from factory.adapters.registry.registry import Registry
+from factory.core.contract import fleet_series, validate_panel
+from factory.core.fleet import load_fleet
+from factory.core.synthetic import PanelSpec, generate_panel
+from factory.core.training import ProductOutcome, train_many
+from factory.local import free_port, start_mlflow
+from factory.settings import Settings
+from tests.support.postgres import temporary_database
+
 WRITES_PER_MODEL = 6  # 2 versions, 2 aliases, 2 current-tags
 
 

@@ -46,11 +46,11 @@ from summary import (
 )
 from workload import Job, Mode, WorkerResult
 
-from tasks.data import write_panel
-from tasks.fleet import load_fleet
-from tasks.lineage import git_commit
-from tasks.services import free_port, start_prefect
-from tasks.synthetic import PanelSpec, generate_panel, product_ids
+from factory.adapters.data import write_panel
+from factory.adapters.lineage import git_commit
+from factory.core.fleet import load_fleet
+from factory.core.synthetic import PanelSpec, generate_panel, product_ids
+from factory.local import free_port, start_prefect
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent

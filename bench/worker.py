@@ -16,11 +16,11 @@ from pathlib import Path
 import pandas as pd
 from workload import Job, WorkerResult, outcome_digest, stage_split_ms
 
-from tasks.data import read_panel
-from tasks.fleet import load_fleet, make_shards
-from tasks.lineage import code_fingerprint
-from tasks.schemas import fleet_series, validate_panel
-from tasks.training import ChampionRef, ProductOutcome, train_many
+from factory.adapters.data import read_panel
+from factory.adapters.lineage import code_fingerprint
+from factory.core.contract import fleet_series, validate_panel
+from factory.core.fleet import load_fleet, make_shards
+from factory.core.training import ChampionRef, ProductOutcome, train_many
 
 FRAMEWORKS = ("prefect", "ray", "mlflow")
 
@@ -66,9 +66,9 @@ def digest_outcomes(outcomes: list[ProductOutcome]) -> str:
 
 def run_factory(job: Job) -> WorkerResult:
     """The train-fleet flow end to end, on the FACTORY_HOME and PREFECT_API_URL it was given."""
+    from factory.adapters.state import read_state
+    from factory.settings import get_settings
     from flows.train_fleet import train_fleet
-    from tasks.settings import get_settings
-    from tasks.state import read_state
 
     t0 = time.perf_counter()
     summary = train_fleet(job.fleet_path)

@@ -1,269 +1,48 @@
-"""Drift of production models: rising error on recent actuals, and shifted demand (PSI).
-
-Performance drift: the production version's own forecasts are scored against the actuals that
-arrived after its training data, one WAPE per period of `period` observations; a period
-breaches when its WAPE exceeds (1 + threshold) x the version's backtest WAPE (the
-`factory.metric.wape` tag), and the model drifts after `consecutive` breaching periods in a row
-(the latest ones). Input drift: the population stability index of those recent actuals against
-the last `reference_window` observations the model was trained on.
-"""
+"""Drift tasks: score production models on recent actuals; announce the drifted ones."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.settings import get_current_settings
 
-import numpy as np
-import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
-
-from tasks.metrics import wape
-from tasks.registry import PRODUCTION, Registry
-from tasks.state import DRIFT_COLUMNS, merge_drift, read_drift
-
-DriftStatus = Literal["ok", "performance", "input", "performance+input", "insufficient"]
-PSI_FLOOR = 1e-4  # a bin's share is floored here so an empty bin does not make PSI infinite
+from factory.adapters.data import read_panel
+from factory.adapters.events import DRIFTED, ProductsPayload, emit_products_event
+from factory.adapters.forecasts import read_forecast_history
+from factory.adapters.registry.registry import Registry
+from factory.core.drift import DriftOutcome, DriftSpec, assess_fleet
+from factory.core.fingerprints import combined_fingerprint
+from factory.core.fleet import load_fleet
+from factory.core.landing import product_fingerprints
+from factory.settings import Settings
 
 
-class DriftSpec(BaseModel):
-    """When a production model counts as drifted, and which drift retrains it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    threshold: float = Field(0.25, ge=0, description="Allowed relative rise of WAPE per period.")
-    consecutive: PositiveInt = Field(3, description="Breaching periods in a row that mean drift.")
-    period: PositiveInt = Field(7, description="Observations per evaluation period.")
-    psi_threshold: float = Field(0.25, gt=0, description="PSI above this is input drift.")
-    psi_bins: int = Field(5, ge=2, description="Quantile bins of the training window.")
-    psi_min_recent: PositiveInt = Field(56, description="Recent observations PSI needs.")
-    reference_window: PositiveInt = Field(364, description="Training observations PSI uses.")
-    retrain_on: tuple[Literal["performance", "input"], ...] = ("performance", "input")
-
-
-@dataclass(frozen=True)
-class ProductionModel:
-    """A product's serving production version and what it was trained on."""
-
-    product_id: str
-    name: str
-    version: str
-    reference_wape: float | None
-    trained_until: pd.Timestamp | None
-
-
-class DriftOutcome(BaseModel):
-    """One product's drift check."""
-
-    product_id: str
-    model_name: str
-    model_version: str
-    status: DriftStatus
-    detail: str
-    reference_wape: float | None = None
-    period_wapes: list[float] = []
-    breaches: int = 0
-    psi: float | None = None
-
-    @property
-    def kinds(self) -> set[str]:
-        """The kinds of drift found (`performance`, `input`)."""
-        return set(self.status.split("+")) & {"performance", "input"}
-
-
-# --- pure metrics -------------------------------------------------------------------------------
-
-
-def period_wapes(y: np.ndarray, yhat: np.ndarray, period: int) -> list[float]:
-    """WAPE of each complete period of `period` consecutive observations, oldest first."""
-    n = len(y) // period
-    return [
-        wape(y[i * period : (i + 1) * period], yhat[i * period : (i + 1) * period])
-        for i in range(n)
-    ]
-
-
-def trailing_breaches(wapes: list[float], reference: float, threshold: float) -> int:
-    """How many of the latest periods in a row have WAPE above (1 + threshold) x reference."""
-    limit = (1 + threshold) * reference
-    count = 0
-    for value in reversed(wapes):
-        if not value > limit:
-            break
-        count += 1
-    return count
-
-
-def psi(reference: np.ndarray, recent: np.ndarray, bins: int = 10) -> float:
-    """Population stability index of `recent` against `reference`, on reference quantile bins.
-
-    sum over bins of (recent share - reference share) x ln(recent share / reference share);
-    ties in the reference (intermittent demand) merge bins; shares are floored at 1e-4.
-    """
-    reference, recent = np.asarray(reference, float), np.asarray(recent, float)
-    if not len(reference) or not len(recent):
-        raise ValueError("psi needs observations in both samples")
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
-    ref_share = _shares(reference, edges)
-    new_share = _shares(recent, edges)
-    return float(np.sum((new_share - ref_share) * np.log(new_share / ref_share)))
-
-
-def _shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Share of values per bin (bins split at `edges`; a value on an edge goes up)."""
-    counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
-    return np.maximum(counts / len(values), PSI_FLOOR)
-
-
-# --- one product --------------------------------------------------------------------------------
-
-
-def assess(
-    model: ProductionModel, actuals: pd.DataFrame, forecasts: pd.DataFrame, spec: DriftSpec
-) -> DriftOutcome:
-    """Drift of one production version from its product's actuals (ds, y) and its forecasts."""
-    base = {
-        "product_id": model.product_id,
-        "model_name": model.name,
-        "model_version": model.version,
-    }
-    actuals = actuals.sort_values("ds")
-    cutoff = model.trained_until
-    if cutoff is None:
-        return DriftOutcome(**base, status="insufficient", detail="no trained_until tag")
-    recent = actuals.loc[actuals["ds"] > cutoff]
-    joined = recent.merge(forecasts[["ds", "yhat"]], on="ds", how="inner").sort_values("ds")
-    wapes = period_wapes(joined["y"].to_numpy(float), joined["yhat"].to_numpy(float), spec.period)
-    ref = model.reference_wape
-    breaches = trailing_breaches(wapes, ref, spec.threshold) if ref is not None else 0
-    value = None
-    if len(recent) >= spec.psi_min_recent:
-        window = actuals.loc[actuals["ds"] <= cutoff, "y"].to_numpy(float)[-spec.reference_window :]
-        value = psi(window, recent["y"].to_numpy(float), spec.psi_bins) if len(window) else None
-    performance = ref is not None and breaches >= spec.consecutive
-    shifted = value is not None and value > spec.psi_threshold
-    status = _status(performance, shifted, len(wapes) >= spec.consecutive or value is not None)
-    return DriftOutcome(
-        **base,
-        status=status,
-        detail=_detail(wapes, ref, spec, breaches, value, len(joined)),
-        reference_wape=ref,
-        period_wapes=[round(w, 6) if math.isfinite(w) else w for w in wapes],
-        breaches=breaches,
-        psi=value,
-    )
-
-
-def _status(performance: bool, shifted: bool, evaluable: bool) -> DriftStatus:
-    if performance and shifted:
-        return "performance+input"
-    if performance:
-        return "performance"
-    if shifted:
-        return "input"
-    return "ok" if evaluable else "insufficient"
-
-
-def _detail(
-    wapes: list[float],
-    ref: float | None,
-    spec: DriftSpec,
-    breaches: int,
-    value: float | None,
-    scored: int,
-) -> str:
-    if ref is None:
-        perf = "no backtest WAPE tag"
-    elif not wapes:
-        perf = f"{scored} forecast days with actuals (< one period of {spec.period})"
-    else:
-        shown = ", ".join(f"{w:.3f}" for w in wapes[-spec.consecutive :])
-        perf = (
-            f"WAPE per {spec.period} obs {shown} vs limit {(1 + spec.threshold) * ref:.3f}"
-            f" (backtest {ref:.3f}); {breaches} breaching in a row"
-        )
-    inp = "PSI n/a (too few recent obs)" if value is None else f"PSI {value:.3f}"
-    return f"{perf}; {inp}"
-
-
-def should_retrain(outcome: DriftOutcome, spec: DriftSpec) -> bool:
-    """True when the product drifted in a way the spec retrains on."""
-    return bool(outcome.kinds & set(spec.retrain_on))
-
-
-# --- registry, forecasts and state --------------------------------------------------------------
-
-
-def production_models(registry: Registry, products: list[str] | None = None) -> dict:
-    """Each product's serving production version with its backtest WAPE and training cutoff."""
-    current = registry.current_models(PRODUCTION)
-    if products is not None:
-        current = {p: rec for p, rec in current.items() if p in set(products)}
-    wanted = {registry.name(PRODUCTION, p): (p, str(rec["version"])) for p, rec in current.items()}
-    out: dict[str, ProductionModel] = {}
-    token = None
-    while wanted:
-        page = registry.client.search_model_versions(
-            f"name LIKE '{registry.prefix}.{PRODUCTION}.%'", max_results=10_000, page_token=token
-        )
-        for mv in page:
-            pid, version = wanted.get(mv.name, ("", ""))
-            if pid and str(mv.version) == version:
-                tags = mv.tags or {}
-                out[pid] = ProductionModel(
-                    pid,
-                    mv.name,
-                    version,
-                    _float(tags.get("factory.metric.wape")),
-                    pd.Timestamp(tags["factory.trained_until"])
-                    if tags.get("factory.trained_until", "?") != "?"
-                    else None,
-                )
-        token = page.token
-        if not token:
-            break
-    return dict(sorted(out.items()))
-
-
-def _float(text: str | None) -> float | None:
-    try:
-        return None if text is None else float(text)
-    except ValueError:
-        return None
-
-
-def assess_fleet(
-    models: dict[str, ProductionModel],
-    history: pd.DataFrame,
-    forecasts: pd.DataFrame,
-    spec: DriftSpec,
+@task(cache_policy=NO_CACHE)
+def check_drift(
+    settings: Settings, spec: DriftSpec, products: list[str] | None
 ) -> list[DriftOutcome]:
-    """Drift of every production model from the history and the forecast history."""
-    actual = {pid: g for pid, g in history.groupby(history["unique_id"].astype(str), sort=False)}
-    if forecasts.empty:
-        forecasts = pd.DataFrame(columns=["unique_id", "ds", "yhat", "model_name", "model_version"])
-    made = forecasts.groupby(["model_name", "model_version"], sort=False)
-    own = {key: g for key, g in made}
-    empty = pd.DataFrame({"ds": pd.Series(dtype="datetime64[ns]"), "yhat": pd.Series(dtype=float)})
-    out = []
-    for pid, model in models.items():
-        mine = own.get((model.name, model.version), empty)
-        rows = actual.get(pid, pd.DataFrame({"ds": [], "y": []}))
-        out.append(assess(model, rows[["ds", "y"]], mine, spec))
-    return out
+    """Every production model's drift from the history and the forecasts it made."""
+    models = Registry(settings).production_models(products)
+    history = read_panel(settings.resolved_data_url)
+    history = history.loc[history["unique_id"].isin(list(models)), ["unique_id", "ds", "y"]]
+    forecasts = read_forecast_history(settings.resolved_forecasts_url)
+    return assess_fleet(models, history, forecasts, spec)
 
 
-def read_drift_state(state_dir: Path) -> pd.DataFrame:
-    """Every product's latest drift check (empty before the first)."""
-    return read_drift(state_dir)
-
-
-def write_drift_state(state_dir: Path, outcomes: list[DriftOutcome]) -> pd.DataFrame:
-    """Record drift checks by product (what `factory status` shows)."""
-    now = pd.Timestamp.now(tz="UTC")
-    rows = pd.DataFrame(
-        [(o.product_id, o.status, o.detail, o.model_version, now) for o in outcomes],
-        columns=DRIFT_COLUMNS,
+@task(cache_policy=NO_CACHE)
+def announce_drift(fleet_path: str, settings: Settings, drifted: list[DriftOutcome]) -> list[str]:
+    """Emit factory.model.drifted for the products to retrain, with their data fingerprints."""
+    ids = [o.product_id for o in drifted]
+    history = read_panel(settings.resolved_data_url)
+    fps = product_fingerprints(history, ids, load_fleet(fleet_path).spec)
+    payload = ProductsPayload(
+        product_ids=ids,
+        fingerprint=combined_fingerprint(fps),
+        fingerprints=fps,
+        reason="drift",
+        detail={o.product_id: f"v{o.model_version} {o.status}" for o in drifted},
     )
-    return merge_drift(state_dir, rows)
+    sent = emit_products_event(DRIFTED, payload) if get_current_settings().api.url else []
+    if not sent:  # recorded in the drift state; the next monitor run announces them again
+        get_run_logger().warning("no PREFECT_API_URL: %d drifted products not announced", len(ids))
+    return sent

@@ -7,11 +7,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-AS_OF = "2026-11-22"
+from tests.support.fleets import AS_OF
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +35,7 @@ def local_ray() -> Iterator[None]:
 @pytest.fixture
 def factory_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """FACTORY_HOME in a temp folder: its own data, SQLite MLflow store and artifacts."""
-    from tasks.settings import get_settings
+    from factory.settings import get_settings
 
     home = tmp_path / "factory"
     monkeypatch.setenv("FACTORY_HOME", str(home))
@@ -47,18 +45,3 @@ def factory_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()
-
-
-def write_fleet(path: Path, **overrides: object) -> Path:
-    """The repo's fleet.yaml with top-level overrides (e.g. failure_budget)."""
-    import yaml
-
-    data = yaml.safe_load((REPO / "fleet.yaml").read_text())
-    data.update(overrides)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def as_of() -> pd.Timestamp:
-    """The fixed 'today' of the tests."""
-    return pd.Timestamp(AS_OF)

@@ -10,12 +10,11 @@ import prefect.main  # noqa: F401  (see the note on `runner`)
 import pytest
 from typer.testing import CliRunner
 
-from tasks.cli import app
-from tasks.data import write_panel
-from tasks.settings import get_settings
-from tasks.synthetic import PanelSpec, generate_panel, product_ids
-
-from .conftest import AS_OF, REPO, write_fleet
+from factory.adapters.data import write_panel
+from factory.cli import app
+from factory.core.synthetic import PanelSpec, generate_panel, product_ids
+from factory.settings import get_settings
+from tests.support.fleets import AS_OF, REPO, write_fleet
 
 # Prefect binds its console log handler to the sys.stderr of the moment `prefect.main` is first
 # imported; importing it at collection keeps that from being a CliRunner stream closed after use.

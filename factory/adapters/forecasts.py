@@ -1,0 +1,102 @@
+"""Batch forecasts from registered models, with the model version on every row."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import cast
+
+import fsspec
+import mlflow
+import pandas as pd
+from pydantic import BaseModel
+
+from factory.adapters.files import atomic_write
+from factory.adapters.registry.names import NoModelError
+from factory.adapters.registry.registry import Registry
+
+# Loading a models-from-code pyfunc runs its code file, which hands the model over through a
+# process-wide slot (`mlflow.models.set_model`): concurrent loads can swap models. Serialise.
+_LOAD_LOCK = threading.Lock()
+FORECAST_KEYS = ["unique_id", "model_name", "model_version", "ds"]
+
+
+class ForecastError(RuntimeError):
+    """No forecast could be made."""
+
+
+class ForecastReport(BaseModel):
+    """Where the forecasts went and which products had no model."""
+
+    url: str
+    rows: int
+    products: int
+    missing: dict[str, str]
+    history_url: str | None = None
+
+
+def forecast_product(registry: Registry, product_id: str, horizon: int | None) -> pd.DataFrame:
+    """Load a product's serving model through pyfunc and forecast `horizon` periods."""
+    name, alias = registry.serving_version(product_id)
+    version = str(registry.client.get_model_version_by_alias(name, alias).version)
+    with _LOAD_LOCK:
+        model = registry.load_model(name, version)
+    out = cast(pd.DataFrame, model.predict(pd.DataFrame({"h": [horizon or 0]})))  # 0: family's
+    return out.assign(model_name=name, model_version=version)
+
+
+def forecast_products(
+    registry: Registry, product_ids: list[str], horizon: int | None = None, threads: int = 4
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Forecasts for many products; products without a model are returned with the reason."""
+    errors: dict[str, str] = {}
+
+    def one(pid: str) -> pd.DataFrame | None:
+        try:
+            return forecast_product(registry, pid, horizon)
+        except NoModelError as exc:
+            errors[pid] = str(exc)
+        except mlflow.exceptions.MlflowException as exc:
+            errors[pid] = f"{exc.error_code}: {str(exc.message)[:200]}"
+        return None
+
+    with ThreadPoolExecutor(threads) as pool:
+        frames = [f for f in pool.map(one, product_ids) if f is not None]
+    cols = ["unique_id", "ds", "yhat", "model_name", "model_version"]
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    return out[cols], errors
+
+
+def append_forecast_history(
+    frame: pd.DataFrame, forecasts_url: str, made_at: pd.Timestamp | None = None
+) -> str:
+    """Keep what each model version forecast, one file per day under <forecasts_url>/history.
+
+    A model forecasts from its own training cutoff, so repeated runs repeat rows: they are
+    de-duplicated by (unique_id, model_name, model_version, ds), keeping the latest.
+    """
+    made_at = made_at or pd.Timestamp.now(tz="UTC")
+    fs, root = fsspec.core.url_to_fs(f"{forecasts_url.rstrip('/')}/history")
+    fs.makedirs(root, exist_ok=True)
+    target = f"{root}/forecasts-{made_at:%Y-%m-%d}.parquet"
+    rows = frame.assign(made_at=made_at)
+    if fs.exists(target):
+        with fs.open(target, "rb") as fh:
+            rows = pd.concat([pd.read_parquet(fh), rows], ignore_index=True)
+    rows = rows.drop_duplicates(FORECAST_KEYS, keep="last").reset_index(drop=True)
+    atomic_write(fs.unstrip_protocol(target), lambda fh: rows.to_parquet(fh, index=False))
+    return fs.unstrip_protocol(target) if "://" in forecasts_url else target
+
+
+def read_forecast_history(forecasts_url: str) -> pd.DataFrame:
+    """Every forecast kept so far (latest per model version, product and date)."""
+    fs, root = fsspec.core.url_to_fs(f"{forecasts_url.rstrip('/')}/history")
+    files = sorted(fs.glob(f"{root}/forecasts-*.parquet")) if fs.exists(root) else []
+    if not files:
+        return pd.DataFrame(columns=[*FORECAST_KEYS, "yhat", "made_at"])
+    frames = []
+    for path in files:
+        with fs.open(path, "rb") as fh:
+            frames.append(pd.read_parquet(fh))
+    rows = pd.concat(frames, ignore_index=True).sort_values("made_at", kind="stable")
+    return rows.drop_duplicates(FORECAST_KEYS, keep="last").reset_index(drop=True)

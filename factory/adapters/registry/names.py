@@ -1,0 +1,31 @@
+"""Registry naming: one registered model per product and environment, and their aliases."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+STAGING, PRODUCTION = "staging", "production"
+CHAMPION_ALIAS, CANDIDATE_ALIAS = "champion", "candidate"
+CURRENT_TAG = "factory.current"  # JSON {version, config, data_fingerprint} on the registered model
+PRODUCT_TAG = "factory.product_id"
+_SAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class NoModelError(LookupError):
+    """A product has no model in the registry (never trained, quarantined or rejected)."""
+
+    hint = "`factory status -p <product>` shows why; `factory train` registers winners"
+
+
+def product_slug(product_id: str) -> str:
+    """A name-safe form of any product id; a hash suffix keeps distinct ids distinct."""
+    slug = _SAFE.sub("_", product_id)[:80]
+    if slug != product_id:
+        slug += "-" + hashlib.sha256(product_id.encode()).hexdigest()[:8]
+    return slug
+
+
+def model_name(prefix: str, environment: str, product_id: str) -> str:
+    """`<prefix>.<environment>.<product slug>`, e.g. `factory.production.grocery-00001`."""
+    return f"{prefix}.{environment}.{product_slug(product_id)}"

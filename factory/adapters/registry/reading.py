@@ -1,0 +1,125 @@
+"""Reading the registry for a fleet: current models, champions and serving versions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+from factory.adapters.registry.names import CURRENT_TAG, PRODUCT_TAG
+from factory.adapters.registry.sql_writer import model_tags
+from factory.core.drift import ProductionModel
+
+FEW = 200  # up to this many products, a tracking server is asked model by model, not searched
+PAGE = 1000
+
+
+def sql_store(client: MlflowClient) -> SqlAlchemyStore | None:
+    """MLflow's registry store when it is a database the factory reaches directly."""
+    store = client._get_registry_client().store
+    return store if isinstance(store, SqlAlchemyStore) else None
+
+
+def current_records(
+    client: MlflowClient, name_prefix: str, names: dict[str, str] | None
+) -> dict[str, dict[str, Any]]:
+    """product id -> the `factory.current` record of its registered model.
+
+    `names` maps the wanted products to their model names (None: every model under the
+    prefix). One query on a database store; else model by model for a few products, or a
+    few paged searches.
+    """
+    keys = (CURRENT_TAG, PRODUCT_TAG)
+    store = sql_store(client)
+    if store is not None:
+        found = list(model_tags(store, name_prefix, keys).values())
+    elif names is not None and len(names) <= FEW:
+        found = [_model_tags(client, name) for name in names.values()]
+    else:
+        found = _search_tags(client, name_prefix)
+    out = {t[PRODUCT_TAG]: json.loads(t[CURRENT_TAG]) for t in found if all(k in t for k in keys)}
+    return out if names is None else {p: out[p] for p in names if p in out}
+
+
+def _model_tags(client: MlflowClient, name: str) -> dict[str, str]:
+    try:
+        return dict(client.get_registered_model(name).tags or {})
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return {}
+
+
+def _search_tags(client: MlflowClient, name_prefix: str) -> list[dict[str, str]]:
+    found, token = [], None
+    while True:
+        page = client.search_registered_models(
+            filter_string=f"name LIKE '{name_prefix}%'", max_results=PAGE, page_token=token
+        )
+        found += [dict(rm.tags or {}) for rm in page]
+        token = page.token
+        if not token:
+            return found
+
+
+def version_tags(
+    client: MlflowClient, name_prefix: str, wanted: dict[str, str]
+) -> dict[str, dict[str, str]]:
+    """Registered model name -> the tags of one version of it (`wanted`: name -> version),
+    read in a few paged searches over the models under the prefix."""
+    out: dict[str, dict[str, str]] = {}
+    token = None
+    while wanted:
+        page = client.search_model_versions(
+            f"name LIKE '{name_prefix}%'", max_results=10_000, page_token=token
+        )
+        for mv in page:
+            if wanted.get(mv.name) == str(mv.version):
+                out[mv.name] = dict(mv.tags or {})
+        token = page.token
+        if not token:
+            break
+    return out
+
+
+def model_lineage(client: MlflowClient, name: str, alias: str) -> dict[str, Any]:
+    """The whole chain behind a model version: source run and tags (a copy's from its source)."""
+    mv = client.get_model_version_by_alias(name, alias)
+    tags = dict(mv.tags)
+    source = str(mv.source or "")
+    if "factory.data_fingerprint" not in tags and source.startswith("models:/"):
+        src_name, src_version = source.removeprefix("models:/").rsplit("/", 1)
+        tags = {**dict(client.get_model_version(src_name, src_version).tags), **tags}
+        tags["factory.copied_from"] = source
+    return {
+        "model": name,
+        "alias": alias,
+        "version": mv.version,
+        "source": mv.source,
+        "run_id": mv.run_id,
+        "created": mv.creation_timestamp,
+        "tags": tags,
+    }
+
+
+def production_model(pid: str, name: str, version: str, tags: dict[str, str]) -> ProductionModel:
+    """A production version with its backtest WAPE and training cutoff, from its tags."""
+    cutoff = tags.get("factory.trained_until", "?")
+    return ProductionModel(
+        pid,
+        name,
+        version,
+        _float(tags.get("factory.metric.wape")),
+        pd.Timestamp(cutoff) if cutoff != "?" else None,
+    )
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None

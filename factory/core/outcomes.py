@@ -1,0 +1,245 @@
+"""What a training run decided, per product and for the fleet: records, budget and summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pandas as pd
+from pydantic import BaseModel
+
+from factory.core.contract import ValidationReport
+from factory.core.fleet import FleetSpec
+from factory.core.training import ChampionRef, ProductOutcome
+
+PRODUCTION_MARK = ".production."  # in a champion's registered-model name
+
+
+class BudgetExceeded(RuntimeError):
+    """More of the fleet was quarantined or failed than fleet.yaml's failure_budget allows."""
+
+
+@dataclass
+class ProductRecord:
+    """One product's latest outcome (quarantine included)."""
+
+    product_id: str
+    family: str
+    status: str
+    reason: str
+    model_kind: str | None = None
+    metric: str | None = None
+    score: float | None = None
+    baseline: float | None = None
+    staging_version: str | None = None
+    production_version: str | None = None
+    data_fingerprint: str | None = None
+    flow_run_id: str | None = None
+    train_key: str | None = None
+    updated_at: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now(tz="UTC"))
+
+
+@dataclass(frozen=True)
+class Registered:
+    """Where one product's new model landed."""
+
+    product_id: str
+    staging_version: str
+    production_version: str | None
+
+
+@dataclass
+class ShardReport:
+    """What one shard produced: outcomes, registrations and time spent registering."""
+
+    key: str
+    outcomes: list[ProductOutcome]
+    registered: dict[str, Registered]
+    registry_s: float
+
+
+class FleetSummary(BaseModel):
+    """What one train-fleet run did, as returned by the flow and shown in the UI."""
+
+    flow_run_id: str | None
+    products: int
+    counts: dict[str, int]
+    quarantined: dict[str, list[str]]
+    failed: dict[str, str]
+    wall_s: float
+    per_product_ms: dict[str, float]
+    shards: int
+    task_runs: int
+    budget_exceeded: bool
+
+    def line(self) -> str:
+        """One-line summary for logs and the CLI."""
+        parts = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items()))
+        return f"{self.products} products in {self.wall_s:.1f}s: {parts}"
+
+
+def restrict(report: ValidationReport, products: Iterable[str] | None) -> ValidationReport:
+    """Keep only the named products in the report (all when None)."""
+    if products is None:
+        return report
+    keep = set(products)
+    report.assignment = {f: [p for p in ids if p in keep] for f, ids in report.assignment.items()}
+    report.quarantined = {p: r for p, r in report.quarantined.items() if p in keep}
+    return report
+
+
+def check_quarantine_budget(report: ValidationReport, spec: FleetSpec) -> None:
+    """Stop before training when more products were quarantined than the budget allows."""
+    total = len(report.valid_ids) + len(report.quarantined)
+    if total and report.quarantine_rate > spec.failure_budget:
+        raise BudgetExceeded(
+            f"{len(report.quarantined)} of {total} products quarantined"
+            f" ({report.quarantine_rate:.0%} > failure_budget {spec.failure_budget:.0%});"
+            " nothing trained"
+        )
+
+
+def check_failure_budget(summary: FleetSummary, spec: FleetSpec) -> None:
+    """Fail the run when quarantined plus failed products exceed the budget."""
+    if summary.budget_exceeded:
+        bad = len(summary.quarantined) + len(summary.failed)
+        raise BudgetExceeded(
+            f"{bad} of {summary.products} products quarantined or failed"
+            f" (> failure_budget {spec.failure_budget:.0%})"
+        )
+
+
+def current_versions(
+    reg: Registered | None, champion: ChampionRef | None
+) -> tuple[str | None, str | None]:
+    """(staging, production) versions a product is served by after this run."""
+    if reg is not None:
+        return reg.staging_version, reg.production_version
+    if champion is not None and PRODUCTION_MARK in champion.model_name:
+        return None, champion.version
+    return (champion.version if champion else None), None
+
+
+def outcome_record(
+    o: ProductOutcome, metric: str, flow_run_id: str | None, versions: tuple[str | None, str | None]
+) -> ProductRecord:
+    """A product's outcome as a status record."""
+    best = o.scores.get(o.challenger or "", {})
+    cfg_kind = o.challenger.split("_")[0] if o.challenger else None
+    return ProductRecord(
+        product_id=o.product_id,
+        family=o.family,
+        status=o.status,
+        reason=o.reason,
+        model_kind=cfg_kind if o.status == "registered" else None,
+        metric=metric,
+        score=best.get(metric),
+        baseline=o.scores.get("seasonal_naive", {}).get(metric),
+        staging_version=versions[0],
+        production_version=versions[1],
+        data_fingerprint=o.data_fingerprint or None,
+        flow_run_id=flow_run_id,
+    )
+
+
+def quarantine_record(
+    pid: str, family: str, reasons: list[str], run_id: str | None
+) -> ProductRecord:
+    """A quarantined product as a status record."""
+    return ProductRecord(pid, family, "quarantined", "; ".join(reasons), flow_run_id=run_id)
+
+
+def skipped_record(previous: ProductRecord, run_id: str | None) -> ProductRecord:
+    """An unchanged product: its last outcome stands; this run did not retrain it."""
+    last = (
+        previous.reason if previous.status == "skipped" else f"{previous.status}: {previous.reason}"
+    )
+    reason = last if last.startswith("unchanged") else f"unchanged since last run ({last})"
+    return ProductRecord(
+        **{**previous.__dict__, "status": "skipped", "reason": reason, "flow_run_id": run_id}
+    )
+
+
+def fleet_records(
+    spec: FleetSpec,
+    report: ValidationReport,
+    skipped: dict[str, ProductRecord],
+    shards: list[ShardReport],
+    champions: dict[str, ChampionRef],
+    keys: dict[str, str],
+    run_id: str | None,
+) -> list[ProductRecord]:
+    """One status record per product of the run: quarantined, skipped and trained."""
+    owner = {p: f for f, ids in spec.assign(report.quarantined).items() for p in ids}
+    records = [
+        quarantine_record(p, owner.get(p, ""), why, run_id) for p, why in report.quarantined.items()
+    ]
+    records += [skipped_record(r, run_id) for r in skipped.values()]
+    for shard in shards:
+        for o in shard.outcomes:
+            versions = current_versions(
+                shard.registered.get(o.product_id), champions.get(o.product_id)
+            )
+            record = outcome_record(o, spec.gate.metric, run_id, versions)
+            record.train_key = None if o.status == "failed" else keys[o.product_id]
+            records.append(record)
+    return records
+
+
+def summarize(
+    spec: FleetSpec,
+    report: ValidationReport,
+    counts: Counter,
+    shards: list[ShardReport],
+    validation_s: float,
+    wall_s: float,
+    run_id: str | None,
+    n_shards: int,
+) -> FleetSummary:
+    """The fleet summary of one run (counts include the skipped products)."""
+    total = len(report.valid_ids) + len(report.quarantined)
+    failed = {o.product_id: o.reason for r in shards for o in r.outcomes if o.status == "failed"}
+    bad = len(report.quarantined) + len(failed)
+    return FleetSummary(
+        flow_run_id=run_id,
+        products=total,
+        counts={**counts, "quarantined": len(report.quarantined)},
+        quarantined=report.quarantined,
+        failed=failed,
+        wall_s=wall_s,
+        per_product_ms=cost_split(validation_s, shards, total),
+        shards=n_shards,
+        task_runs=n_shards + (2 if n_shards else 1),
+        budget_exceeded=bool(total) and bad / total > spec.failure_budget,
+    )
+
+
+def cost_split(validation_s: float, reports: list[ShardReport], total: int) -> dict[str, float]:
+    """Mean milliseconds per product for each stage (worker time for backtest and fit)."""
+    outcomes = [o for r in reports for o in r.outcomes]
+    n = max(len(outcomes), 1)
+    return {
+        "validation": 1000 * validation_s / max(total, 1),
+        "backtest": 1000 * sum(o.timings.get("backtest_s", 0) for o in outcomes) / n,
+        "fit": 1000 * sum(o.timings.get("fit_s", 0) for o in outcomes) / n,
+        "registry": 1000 * sum(r.registry_s for r in reports) / n,
+    }
+
+
+class Coalesced(BaseModel):
+    """Waiting runs of the retrain deployment whose products a running retrain takes over."""
+
+    run_ids: list[str] = []
+    product_ids: list[str] = []
+    reasons: list[str] = []
+
+
+class RetrainReport(BaseModel):
+    """What one retrain-products run trained and which waiting runs it absorbed."""
+
+    requested: list[str]
+    products: list[str]
+    reason: str
+    coalesced: Coalesced
+    summary: FleetSummary | None

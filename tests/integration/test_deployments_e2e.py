@@ -1,0 +1,359 @@
+"""End to end on real parts: `prefect server start`, `prefect deploy` of deployments/prefect.yaml,
+a real process worker running the flows from this checkout, events and deployment triggers.
+
+Each test gets its own server (SQLite, free loopback port), work pool, deployments, worker and
+factory home, all stopped by fixtures, including flow-run processes the worker started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from factory.adapters.data import read_panel, write_panel
+from factory.adapters.events import LANDED as LANDED_EVENT
+from factory.adapters.events import ProductsPayload, event_body
+from factory.adapters.landing_zone import LEDGER_FILE
+from factory.core.synthetic import PanelSpec, generate_panel
+from factory.local import Service, free_port, start_prefect, stop_pid
+from tests.support.fleets import AS_OF, REPO
+from tests.support.prefect_api import PrefectApi
+from tests.support.processes import stop_tree
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+POOL = "factory"
+HISTORY_END = "2026-10-31"
+# Products chosen so their champion is refreshed (same config, new data) by 3 new days; the
+# test still checks every claim against the registry rather than trusting this choice.
+LANDED = ["apparel-00002", "grocery-00005", "toys-00003"]
+DECAYED = ["electronics-00004", "household-00006"]
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+class Stack(PrefectApi):
+    """A Prefect server with the factory's deployments and a worker on the work pool."""
+
+    def __init__(self, server: Service, env: dict[str, str], home: Path, worker_log: Path):
+        super().__init__(f"{server.url}/api")
+        self.server, self.env, self.home, self.worker_log = server, env, home, worker_log
+
+    def log_tail(self, n: int = 60) -> str:
+        if not self.worker_log.exists():
+            return ""
+        lines = self.worker_log.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+    def wait(self, what: str, check: Callable[[], Any], timeout: float) -> Any:
+        """Poll until `check()` is truthy; fail with the worker's log after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(1)
+        raise AssertionError(
+            f"timed out after {timeout:.0f}s waiting for {what}\n{self.log_tail()}"
+        )
+
+    def finished(self, run_id: str, timeout: float = 150) -> dict:
+        """Wait for a flow run to end; it must have completed."""
+        run = self.wait(
+            f"flow run {run_id}",
+            lambda: (r := self.get(f"/flow_runs/{run_id}"))["state_type"] in TERMINAL and r,
+            timeout,
+        )
+        assert run["state_type"] == "COMPLETED", f"{run['state']}\n{self.log_tail()}"
+        return run
+
+
+def cli(args: list[str], env: dict[str, str]) -> str:
+    """Run a console command from the repository root; it must succeed."""
+    done = subprocess.run(
+        [str(BIN / args[0]), *args[1:]],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without Prefect or factory settings, plus `extra`."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FACTORY_"))}
+    base["PATH"] = f"{BIN}{os.pathsep}{base.get('PATH', '')}"  # `python` is the venv's
+    return {**base, **extra}
+
+
+@contextlib.contextmanager
+def deployed(tmp_path: Path) -> Iterator[tuple[Service, dict[str, str]]]:
+    """A server with the work pool and every deployment of deployments/prefect.yaml."""
+    server = start_prefect(tmp_path, free_port())
+    try:
+        env = clean_env(
+            PREFECT_API_URL=f"{server.url}/api",
+            PREFECT_HOME=str(tmp_path / "prefect-client"),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            FACTORY_PROJECT_DIR=str(REPO),
+        )
+        cli(["prefect", "work-pool", "create", POOL, "--type", "process"], env)
+        deploy = ["prefect", "--no-prompt", "deploy", "--all"]
+        cli([*deploy, "--prefect-file", "deployments/prefect.yaml"], env)
+        yield server, env
+    finally:
+        stop_pid(server.pid)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """Server + work pool + `prefect deploy --all` + a worker with this test's FACTORY_HOME."""
+    home = tmp_path / "factory"
+    worker: subprocess.Popen | None = None
+    with deployed(tmp_path) as (server, env):
+        try:
+            log = tmp_path / "worker.log"
+            worker_env = {
+                **env,
+                "FACTORY_HOME": str(home),
+                "FACTORY_AS_OF": AS_OF,
+                "PREFECT_WORKER_QUERY_SECONDS": "1",
+            }
+            command = ["worker", "start", "--pool", POOL, "--name", tmp_path.name]
+            with log.open("wb") as out:
+                worker = subprocess.Popen(
+                    [str(BIN / "prefect"), *command],
+                    cwd=REPO,
+                    env=worker_env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            stack = Stack(server, env, home, log)
+            stack.wait(
+                "the worker to register",
+                lambda: stack.post(f"/work_pools/{POOL}/workers/filter"),
+                60,
+            )
+            yield stack
+            for run in stack.post("/flow_runs/filter"):  # cancel what still runs (the watcher)
+                if run["state_type"] in ("RUNNING", "PENDING"):
+                    stack.post(
+                        f"/flow_runs/{run['id']}/set_state",
+                        {"state": {"type": "CANCELLING"}, "force": True},
+                    )
+        finally:
+            if worker is not None:
+                stop_tree(worker.pid)
+
+
+def registry(home: Path) -> MlflowClient:
+    """The worker's MLflow store (registry URI explicit: other tests set a process-wide one)."""
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def versions(home: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """(model name, version) -> tags, for every version in the factory's registry."""
+    return {
+        (v.name, str(v.version)): dict(v.tags)
+        for v in registry(home).search_model_versions(max_results=10_000)
+    }
+
+
+def drop(folder: Path, name: str, frame: pd.DataFrame) -> float:
+    """Deliver a file into the landing zone (write, then rename); returns the time it landed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.part"
+    frame.to_parquet(tmp)
+    tmp.rename(folder / name)
+    return time.time()
+
+
+def finished(stack: Stack, deployment: str) -> list[dict]:
+    """Runs of a deployment that have ended."""
+    return [r for r in stack.runs(deployment) if r["state_type"] in TERMINAL]
+
+
+def train_nightly(stack: Stack) -> None:
+    """Run train-fleet/nightly now and wait for it (the first champions)."""
+    stack.finished(stack.run("train-fleet/nightly"), timeout=180)
+
+
+def test_deployments_file_declares_schedules_triggers_and_limits() -> None:
+    from prefect.cli.deploy._triggers import _initialize_deployment_triggers
+
+    spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    by_name = {(d["entrypoint"].rsplit(":", 1)[1], d["name"]): d for d in spec["deployments"]}
+    assert set(by_name) == {
+        ("train_fleet", "nightly"),
+        ("retrain_products", "on-data"),
+        ("watch_landing", "poll"),
+        ("monitor_drift", "daily"),
+        ("forecast_products_flow", "daily"),
+    }
+    assert all(d["concurrency_limit"]["limit"] == 1 for d in by_name.values())
+    on_data = by_name[("retrain_products", "on-data")]
+    triggers = _initialize_deployment_triggers("on-data", on_data["triggers"])
+    assert {next(iter(t.expect)) for t in triggers} == {
+        "factory.data.landed",
+        "factory.model.drifted",
+    }
+    for t in triggers:
+        assert t.for_each == {"prefect.resource.id"} and t.within.total_seconds() >= 60
+        assert t.parameters is not None
+        assert t.parameters["products"]["__prefect_kind"] == "json"
+
+
+def test_schedules_create_runs_on_the_server(tmp_path: Path) -> None:
+    with deployed(tmp_path) as (server, _env):
+        stack = Stack(server, {}, tmp_path, tmp_path / "logs" / "prefect.log")
+        scheduled = stack.wait(
+            "the scheduler to create the nightly and watcher runs",
+            lambda: stack.runs("train-fleet/nightly") and stack.runs("watch-landing/poll"),
+            20,
+        )
+        assert all(r["state_type"] == "SCHEDULED" for r in scheduled)
+
+
+def test_landed_file_retrains_exactly_its_products_once(stack: Stack) -> None:
+    full = generate_panel(PanelSpec(n_products=12, seed=5, end="2026-11-10")).frame
+    write_panel(full[full["ds"] <= HISTORY_END], str(stack.home / "data"))
+    train_nightly(stack)
+    before = versions(stack.home)
+    assert {t["factory.product_id"] for t in before.values()} >= set(LANDED)
+
+    watcher = stack.run("watch-landing/poll", poll_seconds=1, run_for_seconds=240)
+    stack.wait(
+        "the watcher to start",
+        lambda: stack.get(f"/flow_runs/{watcher}")["state_type"] == "RUNNING",
+        60,
+    )
+    landed = full[full["unique_id"].isin(LANDED) & (full["ds"] > HISTORY_END)]
+    landed = landed[landed["ds"] <= "2026-11-03"]
+    drop(stack.home / "landing", "sales-2026-11-03.parquet", landed)
+
+    retrain = stack.wait(
+        "a retrain-products run to finish",
+        lambda: [r for r in stack.runs("retrain-products/on-data") if r["state_type"] in TERMINAL],
+        150,
+    )
+    assert len(retrain) == 1 and retrain[0]["state_type"] == "COMPLETED", stack.log_tail()
+    assert retrain[0]["parameters"]["products"] == LANDED
+    (event,) = stack.events("factory.data.landed")
+    assert event["payload"]["product_ids"] == LANDED
+    fingerprints = event["payload"]["fingerprints"]
+
+    after = versions(stack.home)
+    new = {key: tags for key, tags in after.items() if key not in before}
+    assert {tags["factory.product_id"] for tags in new.values()} == set(LANDED)
+    for pid in LANDED:  # a staging version and its production copy, on the new data
+        mine = [tags for tags in new.values() if tags["factory.product_id"] == pid]
+        assert len(mine) == 2, pid
+        assert {tags["factory.data_fingerprint"] for tags in mine} == {fingerprints[pid]}
+        assert mine[0]["factory.trained_until"] == "2026-11-03"
+    history = read_panel(str(stack.home / "data"))
+    assert len(history) == len(full[full["ds"] <= HISTORY_END]) + len(landed)
+
+    # Re-delivery: the same bytes under a new name, and the same name rewritten.
+    ledger = stack.home / "state" / LEDGER_FILE
+
+    def stamps() -> dict[str, str]:
+        return {Path(u).name: s for u, (s, _) in json.loads(ledger.read_text())["stamps"].items()}
+
+    first = stamps()["sales-2026-11-03.parquet"]
+    time.sleep(0.05)
+    again = drop(stack.home / "landing", "resend.parquet", landed)
+    drop(stack.home / "landing", "sales-2026-11-03.parquet", landed)
+    stack.wait(
+        "the watcher to see the re-delivered files",
+        lambda: "resend.parquet" in stamps() and stamps()["sales-2026-11-03.parquet"] != first,
+        30,
+    )
+    time.sleep(max(0.0, again + 10 - time.time()))  # longer than event -> run takes here
+    assert len(stack.events("factory.data.landed")) == 1
+    assert len(stack.runs("retrain-products/on-data")) == 1
+    assert versions(stack.home) == after
+    assert len(read_panel(str(stack.home / "data"))) == len(history)
+
+    # Another system posts the event for one product, then retries the same post: one run.
+    external = ProductsPayload(product_ids=[LANDED[0]], fingerprint="erp-batch-17")
+    for _ in range(2):
+        stack.post("/events", event_body(LANDED_EVENT, external))
+    runs = stack.wait(
+        "the externally triggered run",
+        lambda: len(done := finished(stack, "retrain-products/on-data")) == 2 and done,
+        120,
+    )
+    time.sleep(5)
+    assert len(stack.runs("retrain-products/on-data")) == 2
+    newest = max(runs, key=lambda r: r["created"])
+    assert newest["state_type"] == "COMPLETED" and newest["parameters"]["products"] == [LANDED[0]]
+    assert versions(stack.home) == after  # nothing changed in its data: nothing to register
+
+
+def test_drifted_products_and_only_those_are_retrained(stack: Stack) -> None:
+    full = generate_panel(PanelSpec(n_products=12, seed=5, end="2026-11-21")).frame
+    write_panel(full[full["ds"] <= HISTORY_END], str(stack.home / "data"))
+    train_nightly(stack)
+    stack.finished(stack.run("forecast-products/daily"), timeout=120)
+    before = versions(stack.home)
+    assert {t["factory.product_id"] for t in before.values()} >= set(DECAYED)
+
+    # Three weeks of actuals arrive for every product (straight into the history, as a nightly
+    # load would); two products' demand has collapsed to 30% of what the models expect.
+    actuals = full.copy()
+    decayed = actuals["unique_id"].isin(DECAYED) & (actuals["ds"] > HISTORY_END)
+    actuals.loc[decayed, "y"] = (actuals.loc[decayed, "y"] * 0.3).round()
+    write_panel(actuals, str(stack.home / "data"))
+
+    stack.finished(stack.run("monitor-drift/daily"), timeout=120)
+    retrain = stack.wait(
+        "a retrain-products run to finish",
+        lambda: [r for r in stack.runs("retrain-products/on-data") if r["state_type"] in TERMINAL],
+        150,
+    )
+    assert len(retrain) == 1 and retrain[0]["state_type"] == "COMPLETED", stack.log_tail()
+    assert retrain[0]["parameters"]["products"] == DECAYED
+    assert retrain[0]["parameters"]["reason"].startswith("factory.model.drifted")
+    (event,) = stack.events("factory.model.drifted")
+    assert event["payload"]["product_ids"] == DECAYED
+
+    artifacts = stack.post("/artifacts/filter", {"artifacts": {"key": {"any_": ["drift-status"]}}})
+    (table,) = artifacts
+    rows = {row["product"]: row["status"] for row in json.loads(table["data"])}
+    assert {p for p, status in rows.items() if status != "ok"} == set(DECAYED)
+    drift = pd.read_parquet(stack.home / "state" / "drift.parquet").set_index("product_id")
+    assert set(drift.index[drift["drift_status"] != "ok"]) == set(DECAYED)
+    assert (drift.loc[DECAYED, "drift_status"] == "performance").all()
+    trained = pd.read_parquet(stack.home / "state" / "products.parquet").set_index("product_id")
+    subflow = trained.loc[DECAYED[0], "flow_run_id"]
+    assert set(trained.index[trained["flow_run_id"] == subflow]) == set(DECAYED)
+    new = {k: t for k, t in versions(stack.home).items() if k not in before}
+    assert {t["factory.product_id"] for t in new.values()} <= set(DECAYED)
+
+    status = subprocess.run(
+        [sys.executable, "-m", "factory.cli", "status", "--drift", "performance"],
+        env={**clean_env(FACTORY_HOME=str(stack.home)), "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert status.returncode == 0, status.stderr
+    shown = [line.split("│")[1].strip() for line in status.stdout.splitlines() if "│" in line]
+    assert set(shown) - {"product"} == set(DECAYED)
