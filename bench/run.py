@@ -8,8 +8,8 @@ CPU of that process tree: the raw limit (bare multiprocessing Pool), the train-f
 a fresh FACTORY_HOME, its skip-unchanged rerun, the naive pattern on a slice of the fleet, and
 a rerun after the newest value of 1% of products changed. Prefect modes talk to one
 `prefect server start` launched here on a free loopback port and stopped at the end.
-All modes run a snapshot of tasks/ and flows/ taken at the start, so edits made to the tree
-meanwhile neither mix code versions nor change the training keys between runs.
+All modes run a snapshot of factory/, tasks/ and flows/ taken at the start, so edits made to
+the tree meanwhile neither mix code versions nor change the training keys between runs.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class Workspace:
 
     @property
     def code(self) -> Path:
-        """Snapshot of tasks/ and flows/, first on every worker's PYTHONPATH."""
+        """Snapshot of factory/, tasks/ and flows/, first on every worker's PYTHONPATH."""
         return self.root / "code"
 
     @property
@@ -149,7 +149,7 @@ class PrefectApi:
 def create_workspace() -> Workspace:
     """Temp folders, the code snapshot and the fleet copy."""
     ws = Workspace(Path(tempfile.mkdtemp(prefix="factory-bench-")))
-    for package in ("tasks", "flows"):
+    for package in ("factory", "tasks", "flows"):
         ignore = shutil.ignore_patterns("__pycache__")
         shutil.copytree(REPO / package, ws.code / package, ignore=ignore)
     shutil.copy2(REPO / "fleet.yaml", ws.fleet)

@@ -72,7 +72,7 @@ def outcome_digest(rows: Iterable[tuple[str, str, str]]) -> str:
 def stage_split_ms(
     validation_s: float, timings: list[dict[str, float]], products: int
 ) -> dict[str, float]:
-    """Mean ms per product for each stage, computed as flows.train_fleet.cost_split does."""
+    """Mean ms per product for each stage, computed as factory.core.outcomes.cost_split does."""
     n = max(len(timings), 1)
     split = {"validation": 1000 * validation_s / max(products, 1)}
     for stage in ("backtest", "fit", "registry"):

@@ -41,7 +41,8 @@ def forecast_product(registry: Registry, product_id: str, horizon: int | None) -
     version = str(registry.client.get_model_version_by_alias(name, alias).version)
     with _LOAD_LOCK:
         model = registry.load_model(name, version)
-    out = cast(pd.DataFrame, model.predict(pd.DataFrame({"h": [horizon or 0]})))  # 0: family's
+    asked = pd.DataFrame({"h": [horizon or 0]})  # 0: the family's horizon
+    out = cast(pd.DataFrame, model.predict(asked))
     return out.assign(model_name=name, model_version=version)
 
 

@@ -142,10 +142,6 @@ class FamilySpec(_Spec):
         )
         return max(self.validation.min_history or 0, needed)
 
-    def config_hash(self) -> str:
-        """Stable hash of this family's configuration."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
-
 
 class GateSpec(_Spec):
     """What a challenger must beat to be registered."""

@@ -46,11 +46,6 @@ class ModelConfig:
         """Canonical text identifying this configuration (equal configs, equal keys)."""
         return json.dumps(asdict(self), sort_keys=True, default=list)
 
-    @property
-    def label(self) -> str:
-        """Short human label such as `lightgbm` or `ridge(alpha=1.0)`."""
-        return self.kind
-
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
         """Inverse of `key`."""
