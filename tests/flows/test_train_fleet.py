@@ -182,8 +182,10 @@ def test_pyfunc_forecast_equals_the_reported_forecast(fleet_run, tmp_path: Path)
 
     fleet, _ = fleet_run
     train_fleet(str(fleet))
-    mlflow.set_tracking_uri(str(tmp_path / "not-the-factory-store"))  # the flow must not rely on it
+    elsewhere = str(tmp_path / "not-the-factory-store")
+    mlflow.set_tracking_uri(elsewhere)  # the flow must neither rely on it nor change it
     report = forecast_products_flow(None, None, str(tmp_path / "fc"))
+    assert mlflow.get_tracking_uri() == elsewhere
     c = client()
     reported: dict[str, dict[str, float]] = {}
     for run in c.search_runs([c.get_experiment_by_name("model-factory").experiment_id]):

@@ -118,6 +118,16 @@ def test_train_against_real_servers(servers, tmp_path: Path) -> None:
     forecast = model.predict(pd.DataFrame({"h": [7]}))
     assert len(forecast) == 7 and (forecast["yhat"] >= 0).all()
 
+    # `factory forecast` loads every served model through the server's artifact proxy, with
+    # the factory's own URIs (MLflow's process-wide ones are never set in its process).
+    done = factory(["forecast", "--horizon", "7"], env, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = pd.read_parquet(tmp_path / "factory" / "forecasts" / "forecasts.parquet")
+    served = client.search_registered_models("name LIKE 'factory.staging.%'", max_results=100)
+    assert written["unique_id"].nunique() == len(served)
+    assert (written.groupby("unique_id").size() == 7).all()
+    assert (written["model_version"] != "").all() and (written["yhat"] >= 0).all()
+
     assert httpx.get(prefect.url, timeout=30).status_code == 200
     ui = httpx.get(f"{prefect.url}/ui-settings", timeout=30).json()
     assert ui["api_url"] == f"{prefect.url}/api"  # the UI talks to this server, not :4200
