@@ -1,0 +1,1 @@
+"""The model factory library: importable and testable without a Prefect server."""

@@ -1,0 +1,1 @@
+"""One Prefect @flow per file; flows only wire tasks."""

@@ -1,0 +1,1 @@
+"""The outside world: files over fsspec, state, events, Ray, MLflow, Prefect artifacts."""

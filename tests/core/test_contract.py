@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from factory.adapters.data import DataError, read_file, read_panel, write_panel
-from factory.core.contract import validate_panel
+from factory.adapters.data import read_file, read_panel, write_panel
+from factory.core.contract import DataError, validate_panel
 from factory.core.fleet import FleetSpec, load_fleet
 from factory.core.synthetic import PanelSpec, generate_panel, product_ids
 from tests.support.fleets import REPO

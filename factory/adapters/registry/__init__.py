@@ -1,0 +1,1 @@
+"""MLflow registry: names, reads, writers (SQL transaction or REST) and pyfunc packaging."""
