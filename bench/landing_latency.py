@@ -26,12 +26,13 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pandas as pd
 from mlflow import MlflowClient
+from prefect.client.schemas.objects import FlowRun, StateType
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -64,21 +65,14 @@ class Sample:
     load1: float  # 1-minute load average when the file landed (2 cores: > 2 means contention)
 
 
-def ts(text: str) -> float:
-    """An API timestamp as epoch seconds."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 class Api(PrefectApi):
     """The factory's Prefect calls, plus when a flow run entered each state."""
 
-    def states(self, run_id: str) -> dict[str, float]:
-        """First time the run entered each state type."""
-        out: dict[str, float] = {}
-        for s in sorted(
-            self.get(f"/flow_run_states/?flow_run_id={run_id}"), key=lambda s: s["timestamp"]
-        ):
-            out.setdefault(s["type"], ts(s["timestamp"]))
+    def states(self, run_id: UUID) -> dict[StateType, float]:
+        """First time (epoch seconds) the run entered each state type."""
+        out: dict[StateType, float] = {}
+        for s in sorted(self.client.read_flow_run_states(run_id), key=lambda s: s.timestamp):
+            out.setdefault(s.type, s.timestamp.timestamp())
         return out
 
 
@@ -128,12 +122,12 @@ def main() -> None:
     write_panel(full[full["ds"] <= HISTORY_END], str(home / "data"))
 
     server = start_prefect(root, free_port())
-    api = Api(f"{server.url}/api")
+    api_url = f"{server.url}/api"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FACTORY_"))}
     env = {
         **base,
         "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}",
-        "PREFECT_API_URL": api.url,
+        "PREFECT_API_URL": api_url,
         "PREFECT_HOME": str(root / "prefect-client"),
         "FACTORY_PROJECT_DIR": str(REPO),
     }
@@ -166,7 +160,8 @@ def main() -> None:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             ).pid
-        samples = measure(api, home, full, args)
+        with Api(api_url) as api:
+            samples = measure(api, home, full, args)
         time.sleep(5)  # let the last flow-run process shut its Ray down
     finally:
         if worker_pid:
@@ -188,7 +183,7 @@ def measure(api: Api, home: Path, full: pd.DataFrame, args: argparse.Namespace) 
     nightly = api.run("train-fleet/nightly")
     wait(
         "the first training",
-        lambda: api.get(f"/flow_runs/{nightly}")["state_type"] == "COMPLETED",
+        lambda: api.client.read_flow_run(nightly).state_type == StateType.COMPLETED,
         900,
     )
     uri = f"sqlite:///{home / 'mlflow.db'}"
@@ -199,7 +194,7 @@ def measure(api: Api, home: Path, full: pd.DataFrame, args: argparse.Namespace) 
     api.run("watch-landing/poll", run_for_seconds=3600)
     wait(
         "the watcher",
-        lambda: any(r["state_type"] == "RUNNING" for r in api.runs("watch-landing/poll")),
+        lambda: any(r.state_type == StateType.RUNNING for r in api.runs("watch-landing/poll")),
         120,
     )
     rng = random.Random(0)
@@ -208,7 +203,7 @@ def measure(api: Api, home: Path, full: pd.DataFrame, args: argparse.Namespace) 
     for i, day in enumerate(days[: args.drops], start=1):
         time.sleep(rng.uniform(0, 10))  # land at a random phase of the worker's polling
         before = production_versions(client)
-        known_runs = {r["id"] for r in api.runs("retrain-products/on-data")}
+        known_runs = {r.id for r in api.runs("retrain-products/on-data")}
         rows = full[full["unique_id"].isin(chosen) & (full["ds"] == day)]
         tmp = home / "landing" / f".drop-{i}.part"
         tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -216,22 +211,25 @@ def measure(api: Api, home: Path, full: pd.DataFrame, args: argparse.Namespace) 
         tmp.rename(home / "landing" / f"drop-{i}.parquet")
         landed = time.time()
         load1 = os.getloadavg()[0]
-        run = wait("the retrain run", lambda known=known_runs: finished_run(api, known), 300)
+        run: FlowRun = wait(
+            "the retrain run", lambda known=known_runs: finished_run(api, known), 300
+        )
         after = production_versions(client)
         new = [
             created for key, (pid, created) in after.items() if key not in before and pid in chosen
         ]
-        states = api.states(run["id"])
-        event = max(ts(e["occurred"]) for e in api.events("factory.data.landed"))
+        states = api.states(run.id)
+        event = max(e.occurred.timestamp() for e in api.events("factory.data.landed"))
+        assert run.created is not None and run.state_type is not None
         sample = Sample(
             drop=i,
             products=len(chosen),
             registered=len(new),
             event_s=event - landed,
-            run_created_s=ts(run["created"]) - landed,
-            run_pending_s=states.get("PENDING", float("nan")) - landed,
-            run_running_s=states.get("RUNNING", float("nan")) - landed,
-            run_completed_s=states.get(run["state_type"], float("nan")) - landed,
+            run_created_s=run.created.timestamp() - landed,
+            run_pending_s=states.get(StateType.PENDING, float("nan")) - landed,
+            run_running_s=states.get(StateType.RUNNING, float("nan")) - landed,
+            run_completed_s=states.get(run.state_type, float("nan")) - landed,
             registered_s=(max(new) / 1000 - landed) if new else float("nan"),
             load1=load1,
         )
@@ -247,11 +245,11 @@ def measure(api: Api, home: Path, full: pd.DataFrame, args: argparse.Namespace) 
     return samples
 
 
-def finished_run(api: Api, known: set[str]) -> dict | None:
+def finished_run(api: Api, known: set[UUID]) -> FlowRun | None:
     """A retrain-products run that is not in `known` and has ended."""
-    ended = ("COMPLETED", "FAILED", "CRASHED")
+    ended = (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED)
     runs = api.runs("retrain-products/on-data")
-    return next((r for r in runs if r["id"] not in known and r["state_type"] in ended), None)
+    return next((r for r in runs if r.id not in known and r.state_type in ended), None)
 
 
 def report(samples: list[Sample], args: argparse.Namespace) -> None:

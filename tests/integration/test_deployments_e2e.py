@@ -16,11 +16,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.states import Cancelling
 
 from factory.adapters.data import read_panel, write_panel
 from factory.adapters.events import LANDED as LANDED_EVENT
@@ -41,7 +45,7 @@ HISTORY_END = "2026-10-31"
 # test still checks every claim against the registry rather than trusting this choice.
 LANDED = ["apparel-00002", "grocery-00005", "toys-00003"]
 DECAYED = ["electronics-00004", "household-00006"]
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+TERMINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 
 
 class Stack(PrefectApi):
@@ -69,14 +73,14 @@ class Stack(PrefectApi):
             f"timed out after {timeout:.0f}s waiting for {what}\n{self.log_tail()}"
         )
 
-    def finished(self, run_id: str, timeout: float = 150) -> dict:
+    def finished(self, run_id: UUID, timeout: float = 150) -> FlowRun:
         """Wait for a flow run to end; it must have completed."""
-        run = self.wait(
+        run: FlowRun = self.wait(
             f"flow run {run_id}",
-            lambda: (r := self.get(f"/flow_runs/{run_id}"))["state_type"] in TERMINAL and r,
+            lambda: (r := self.client.read_flow_run(run_id)).state_type in TERMINAL and r,
             timeout,
         )
-        assert run["state_type"] == "COMPLETED", f"{run['state']}\n{self.log_tail()}"
+        assert run.state_type == StateType.COMPLETED, f"{run.state}\n{self.log_tail()}"
         return run
 
 
@@ -144,19 +148,16 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            stack = Stack(server, env, home, log)
-            stack.wait(
-                "the worker to register",
-                lambda: stack.post(f"/work_pools/{POOL}/workers/filter"),
-                60,
-            )
-            yield stack
-            for run in stack.post("/flow_runs/filter"):  # cancel what still runs (the watcher)
-                if run["state_type"] in ("RUNNING", "PENDING"):
-                    stack.post(
-                        f"/flow_runs/{run['id']}/set_state",
-                        {"state": {"type": "CANCELLING"}, "force": True},
-                    )
+            with Stack(server, env, home, log) as stack:
+                stack.wait(
+                    "the worker to register",
+                    lambda: stack.client.read_workers_for_work_pool(POOL),
+                    60,
+                )
+                yield stack
+                for run in stack.client.read_flow_runs():  # cancel what still runs (the watcher)
+                    if run.state_type in (StateType.RUNNING, StateType.PENDING):
+                        stack.client.set_flow_run_state(run.id, Cancelling(), force=True)
         finally:
             if worker is not None:
                 stop_tree(worker.pid)
@@ -185,9 +186,9 @@ def drop(folder: Path, name: str, frame: pd.DataFrame) -> float:
     return time.time()
 
 
-def finished(stack: Stack, deployment: str) -> list[dict]:
+def finished(stack: Stack, deployment: str) -> list[FlowRun]:
     """Runs of a deployment that have ended."""
-    return [r for r in stack.runs(deployment) if r["state_type"] in TERMINAL]
+    return [r for r in stack.runs(deployment) if r.state_type in TERMINAL]
 
 
 def train_nightly(stack: Stack) -> None:
@@ -221,14 +222,16 @@ def test_deployments_file_declares_schedules_triggers_and_limits() -> None:
 
 
 def test_schedules_create_runs_on_the_server(tmp_path: Path) -> None:
-    with deployed(tmp_path) as (server, _env):
-        stack = Stack(server, {}, tmp_path, tmp_path / "logs" / "prefect.log")
+    with (
+        deployed(tmp_path) as (server, _env),
+        Stack(server, {}, tmp_path, tmp_path / "logs" / "prefect.log") as stack,
+    ):
         scheduled = stack.wait(
             "the scheduler to create the nightly and watcher runs",
             lambda: stack.runs("train-fleet/nightly") and stack.runs("watch-landing/poll"),
             20,
         )
-        assert all(r["state_type"] == "SCHEDULED" for r in scheduled)
+        assert all(r.state_type == StateType.SCHEDULED for r in scheduled)
 
 
 def test_landed_file_retrains_exactly_its_products_once(stack: Stack) -> None:
@@ -241,7 +244,7 @@ def test_landed_file_retrains_exactly_its_products_once(stack: Stack) -> None:
     watcher = stack.run("watch-landing/poll", poll_seconds=1, run_for_seconds=240)
     stack.wait(
         "the watcher to start",
-        lambda: stack.get(f"/flow_runs/{watcher}")["state_type"] == "RUNNING",
+        lambda: stack.client.read_flow_run(watcher).state_type == StateType.RUNNING,
         60,
     )
     landed = full[full["unique_id"].isin(LANDED) & (full["ds"] > HISTORY_END)]
@@ -250,14 +253,14 @@ def test_landed_file_retrains_exactly_its_products_once(stack: Stack) -> None:
 
     retrain = stack.wait(
         "a retrain-products run to finish",
-        lambda: [r for r in stack.runs("retrain-products/on-data") if r["state_type"] in TERMINAL],
+        lambda: finished(stack, "retrain-products/on-data"),
         150,
     )
-    assert len(retrain) == 1 and retrain[0]["state_type"] == "COMPLETED", stack.log_tail()
-    assert retrain[0]["parameters"]["products"] == LANDED
+    assert len(retrain) == 1 and retrain[0].state_type == StateType.COMPLETED, stack.log_tail()
+    assert retrain[0].parameters["products"] == LANDED
     (event,) = stack.events("factory.data.landed")
-    assert event["payload"]["product_ids"] == LANDED
-    fingerprints = event["payload"]["fingerprints"]
+    assert event.payload["product_ids"] == LANDED
+    fingerprints = event.payload["fingerprints"]
 
     after = versions(stack.home)
     new = {key: tags for key, tags in after.items() if key not in before}
@@ -294,7 +297,7 @@ def test_landed_file_retrains_exactly_its_products_once(stack: Stack) -> None:
     # Another system posts the event for one product, then retries the same post: one run.
     external = ProductsPayload(product_ids=[LANDED[0]], fingerprint="erp-batch-17")
     for _ in range(2):
-        stack.post("/events", event_body(LANDED_EVENT, external))
+        stack.post_event(event_body(LANDED_EVENT, external))
     runs = stack.wait(
         "the externally triggered run",
         lambda: len(done := finished(stack, "retrain-products/on-data")) == 2 and done,
@@ -302,8 +305,9 @@ def test_landed_file_retrains_exactly_its_products_once(stack: Stack) -> None:
     )
     time.sleep(5)
     assert len(stack.runs("retrain-products/on-data")) == 2
-    newest = max(runs, key=lambda r: r["created"])
-    assert newest["state_type"] == "COMPLETED" and newest["parameters"]["products"] == [LANDED[0]]
+    newest = max(runs, key=lambda r: r.created)
+    assert newest.state_type == StateType.COMPLETED
+    assert newest.parameters["products"] == [LANDED[0]]
     assert versions(stack.home) == after  # nothing changed in its data: nothing to register
 
 
@@ -325,18 +329,19 @@ def test_drifted_products_and_only_those_are_retrained(stack: Stack) -> None:
     stack.finished(stack.run("monitor-drift/daily"), timeout=120)
     retrain = stack.wait(
         "a retrain-products run to finish",
-        lambda: [r for r in stack.runs("retrain-products/on-data") if r["state_type"] in TERMINAL],
+        lambda: finished(stack, "retrain-products/on-data"),
         150,
     )
-    assert len(retrain) == 1 and retrain[0]["state_type"] == "COMPLETED", stack.log_tail()
-    assert retrain[0]["parameters"]["products"] == DECAYED
-    assert retrain[0]["parameters"]["reason"].startswith("factory.model.drifted")
+    assert len(retrain) == 1 and retrain[0].state_type == StateType.COMPLETED, stack.log_tail()
+    assert retrain[0].parameters["products"] == DECAYED
+    assert retrain[0].parameters["reason"].startswith("factory.model.drifted")
     (event,) = stack.events("factory.model.drifted")
-    assert event["payload"]["product_ids"] == DECAYED
+    assert event.payload["product_ids"] == DECAYED
 
-    artifacts = stack.post("/artifacts/filter", {"artifacts": {"key": {"any_": ["drift-status"]}}})
-    (table,) = artifacts
-    rows = {row["product"]: row["status"] for row in json.loads(table["data"])}
+    drift_status = ArtifactFilter(key=ArtifactFilterKey(any_=["drift-status"]))
+    (table,) = stack.client.read_artifacts(artifact_filter=drift_status)
+    assert isinstance(table.data, str)  # a table artifact's rows, as JSON
+    rows = {row["product"]: row["status"] for row in json.loads(table.data)}
     assert {p for p, status in rows.items() if status != "ok"} == set(DECAYED)
     drift = pd.read_parquet(stack.home / "state" / "drift.parquet").set_index("product_id")
     assert set(drift.index[drift["drift_status"] != "ok"]) == set(DECAYED)
