@@ -69,7 +69,6 @@ def train_fleet(fleet_path: str = "fleet.yaml", products: list[str] | None = Non
         prepared.validation_s,
         time.perf_counter() - t0,
         run_id,
-        len(prepared.shards),
     )
     publish(summary, records)
     log.info(summary.line())

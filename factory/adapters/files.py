@@ -24,7 +24,8 @@ def atomic_write(target: str | Path, write: Callable[[IO[bytes]], object]) -> st
         with fs.open(tmp, "wb") as fh:
             write(fh)
         fs.mv(tmp, path)
-    finally:
+    except BaseException:
         if fs.exists(tmp):
             fs.rm(tmp)
+        raise
     return str(path)

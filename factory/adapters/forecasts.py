@@ -37,8 +37,8 @@ class ForecastReport(BaseModel):
 
 def forecast_product(registry: Registry, product_id: str, horizon: int | None) -> pd.DataFrame:
     """Load a product's serving model through pyfunc and forecast `horizon` periods."""
-    name, alias = registry.serving_version(product_id)
-    version = str(registry.client.get_model_version_by_alias(name, alias).version)
+    mv, _ = registry.serving_version(product_id)
+    name, version = mv.name, str(mv.version)
     with _LOAD_LOCK:
         model = registry.load_model(name, version)
     asked = pd.DataFrame({"h": [horizon or 0]})  # 0: the family's horizon

@@ -13,8 +13,6 @@ from factory.core.contract import ValidationReport
 from factory.core.fleet import FleetSpec
 from factory.core.training import ChampionRef, ProductOutcome
 
-PRODUCTION_MARK = ".production."  # in a champion's registered-model name
-
 
 class BudgetExceeded(RuntimeError):
     """More of the fleet was quarantined or failed than fleet.yaml's failure_budget allows."""
@@ -116,7 +114,7 @@ def current_versions(
     """(staging, production) versions a product is served by after this run."""
     if reg is not None:
         return reg.staging_version, reg.production_version
-    if champion is not None and PRODUCTION_MARK in champion.model_name:
+    if champion is not None and champion.in_production:
         return None, champion.version
     return (champion.version if champion else None), None
 
@@ -195,7 +193,6 @@ def summarize(
     validation_s: float,
     wall_s: float,
     run_id: str | None,
-    n_shards: int,
 ) -> FleetSummary:
     """The fleet summary of one run (counts include the skipped products)."""
     total = len(report.valid_ids) + len(report.quarantined)
@@ -209,8 +206,8 @@ def summarize(
         failed=failed,
         wall_s=wall_s,
         per_product_ms=cost_split(validation_s, shards, total),
-        shards=n_shards,
-        task_runs=n_shards + (2 if n_shards else 1),
+        shards=len(shards),
+        task_runs=len(shards) + (2 if shards else 1),
         budget_exceeded=bool(total) and bad / total > spec.failure_budget,
     )
 

@@ -26,6 +26,7 @@ class ChampionRef:
     version: str
     config_json: str
     data_fingerprint: str
+    in_production: bool = False  # else its latest staging version stands in
 
 
 @dataclass

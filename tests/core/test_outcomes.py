@@ -49,7 +49,7 @@ def test_quarantine_budget_stops_the_run_only_past_the_limit(
 
 
 def champion(name: str) -> ChampionRef:
-    return ChampionRef(name, "4", "{}", "fp")
+    return ChampionRef(name, "4", "{}", "fp", in_production=".production." in name)
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_records_and_summary_cover_every_product_once() -> None:
     assert {r.flow_run_id for r in records} == {"run-1"}
 
     counts = Counter(o.status for o in shard.outcomes) + Counter(skipped=1)
-    summary = summarize(SPEC, rep, counts, [shard], 0.1, 2.0, "run-1", 1)
+    summary = summarize(SPEC, rep, counts, [shard], 0.1, 2.0, "run-1")
     assert summary.products == 5 and summary.task_runs == 3
     assert summary.counts == {
         "registered": 1,

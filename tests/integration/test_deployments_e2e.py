@@ -191,6 +191,17 @@ def finished(stack: Stack, deployment: str) -> list[FlowRun]:
     return [r for r in stack.runs(deployment) if r.state_type in TERMINAL]
 
 
+def one_retrain(stack: Stack) -> list[FlowRun]:
+    """Wait for retrain-products/on-data to end; exactly one run, and it completed."""
+    retrain = stack.wait(
+        "a retrain-products run to finish",
+        lambda: finished(stack, "retrain-products/on-data"),
+        150,
+    )
+    assert len(retrain) == 1 and retrain[0].state_type == StateType.COMPLETED, stack.log_tail()
+    return retrain
+
+
 def train_nightly(stack: Stack) -> None:
     """Run train-fleet/nightly now and wait for it (the first champions)."""
     stack.finished(stack.run("train-fleet/nightly"), timeout=180)
@@ -251,12 +262,7 @@ def test_landed_file_retrains_exactly_its_products_once(stack: Stack) -> None:
     landed = landed[landed["ds"] <= "2026-11-03"]
     drop(stack.home / "landing", "sales-2026-11-03.parquet", landed)
 
-    retrain = stack.wait(
-        "a retrain-products run to finish",
-        lambda: finished(stack, "retrain-products/on-data"),
-        150,
-    )
-    assert len(retrain) == 1 and retrain[0].state_type == StateType.COMPLETED, stack.log_tail()
+    retrain = one_retrain(stack)
     assert retrain[0].parameters["products"] == LANDED
     (event,) = stack.events("factory.data.landed")
     assert event.payload["product_ids"] == LANDED
@@ -327,12 +333,7 @@ def test_drifted_products_and_only_those_are_retrained(stack: Stack) -> None:
     write_panel(actuals, str(stack.home / "data"))
 
     stack.finished(stack.run("monitor-drift/daily"), timeout=120)
-    retrain = stack.wait(
-        "a retrain-products run to finish",
-        lambda: finished(stack, "retrain-products/on-data"),
-        150,
-    )
-    assert len(retrain) == 1 and retrain[0].state_type == StateType.COMPLETED, stack.log_tail()
+    retrain = one_retrain(stack)
     assert retrain[0].parameters["products"] == DECAYED
     assert retrain[0].parameters["reason"].startswith("factory.model.drifted")
     (event,) = stack.events("factory.model.drifted")

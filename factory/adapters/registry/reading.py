@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
@@ -86,9 +87,8 @@ def version_tags(
     return out
 
 
-def model_lineage(client: MlflowClient, name: str, alias: str) -> dict[str, Any]:
+def model_lineage(client: MlflowClient, mv: ModelVersion, alias: str) -> dict[str, Any]:
     """The whole chain behind a model version: source run and tags (a copy's from its source)."""
-    mv = client.get_model_version_by_alias(name, alias)
     tags = dict(mv.tags)
     source = str(mv.source or "")
     if "factory.data_fingerprint" not in tags and source.startswith("models:/"):
@@ -96,7 +96,7 @@ def model_lineage(client: MlflowClient, name: str, alias: str) -> dict[str, Any]
         tags = {**dict(client.get_model_version(src_name, src_version).tags), **tags}
         tags["factory.copied_from"] = source
     return {
-        "model": name,
+        "model": mv.name,
         "alias": alias,
         "version": mv.version,
         "source": mv.source,

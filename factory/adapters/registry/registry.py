@@ -15,6 +15,7 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 
@@ -47,8 +48,8 @@ class Registry:
         for noisy in ("mlflow.tracking._model_registry", "mlflow.store.db.utils", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)  # one INFO line per model otherwise
         self.prefix = settings.model_prefix
-        self.registry_uri = settings.mlflow_registry_uri or settings.tracking_uri
-        self.client = MlflowClient(settings.tracking_uri, self.registry_uri)
+        registry_uri = settings.mlflow_registry_uri or settings.tracking_uri
+        self.client = MlflowClient(settings.tracking_uri, registry_uri)
         self._writers = threading.BoundedSemaphore(settings.registry_concurrency)
         self._experiment_id: str | None = None
 
@@ -87,7 +88,11 @@ class Registry:
         for env in (STAGING, PRODUCTION):  # production overrides staging
             for pid, rec in self.current_models(env, products).items():
                 out[pid] = ChampionRef(
-                    self.name(env, pid), rec["version"], rec["config"], rec["data_fingerprint"]
+                    self.name(env, pid),
+                    rec["version"],
+                    rec["config"],
+                    rec["data_fingerprint"],
+                    in_production=env == PRODUCTION,
                 )
         return out
 
@@ -201,27 +206,22 @@ class Registry:
             return sql_writer.write_versions(store, plans)
         return rest_writer.write_versions(self.client, plans)
 
-    def serving_version(self, product_id: str) -> tuple[str, str]:
-        """(model name, alias) of the model serving a product: production champion, else
+    def serving_version(self, product_id: str) -> tuple[ModelVersion, str]:
+        """The version serving a product and its alias: the production champion, else the
         staging candidate."""
-        prod = self.name(PRODUCTION, product_id)
         try:
-            self.client.get_model_version_by_alias(prod, CHAMPION_ALIAS)
-            return prod, CHAMPION_ALIAS
+            return self._by_alias(PRODUCTION, CHAMPION_ALIAS, product_id), CHAMPION_ALIAS
         except MlflowException:
-            staging = self.name(STAGING, product_id)
+            pass
         try:
-            self.client.get_model_version_by_alias(staging, CANDIDATE_ALIAS)
+            return self._by_alias(STAGING, CANDIDATE_ALIAS, product_id), CANDIDATE_ALIAS
         except MlflowException as exc:
             if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 raise
             raise NoModelError(f"product {product_id!r} has no registered model") from None
-        return staging, CANDIDATE_ALIAS
 
-    def model_uri(self, product_id: str) -> str:
-        """`models:/` URI of the model serving a product: production champion, else staging."""
-        name, alias = self.serving_version(product_id)
-        return f"models:/{name}@{alias}"
+    def _by_alias(self, environment: str, alias: str, product_id: str) -> ModelVersion:
+        return self.client.get_model_version_by_alias(self.name(environment, product_id), alias)
 
     def load_model(self, name: str, version: str) -> PyFuncModel:
         """A registered version as a pyfunc model, fetched with this registry's own URIs."""
