@@ -65,7 +65,14 @@ def register_all(settings: Settings, outcomes: list[ProductOutcome], threads: in
     with ThreadPoolExecutor(threads) as pool:
         list(
             pool.map(
-                lambda kv: registry.register_shard(f"s{kv[0]}", kv[1], lineage, True, 2),
+                lambda kv: registry.register_shard(
+                    f"s{kv[0]}",
+                    kv[1],
+                    {o.product_id: f"k-{o.product_id}" for o in kv[1]},
+                    lineage,
+                    True,
+                    2,
+                ),
                 enumerate(shards),
             )
         )

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
         None, description="Concurrent registry writers; 1 for SQLite stores, 4 for servers."
     )
     as_of: str | None = Field(None, description="Treat this date as today (YYYY-MM-DD).")
+    lease_wait_s: float = Field(
+        3600.0, ge=0, description="How long a training run waits for another run's lease."
+    )
 
     @property
     def resolved_home(self) -> Path:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import ray
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import task_run
 
 from factory.adapters.fanout import train_on_ray
 from factory.adapters.lineage import RunLineage
 from factory.adapters.registry.registry import Registry
 from factory.core.fleet import LoadedFleet, Shard
 from factory.core.outcomes import ShardReport
-from factory.core.training import ChampionRef
 
 
 @task(
@@ -25,22 +23,26 @@ def train_shard(
     shard: Shard,
     items_ref: ray.ObjectRef,
     fleet: LoadedFleet,
-    champions: dict[str, ChampionRef],
+    keys: dict[str, str],
     lineage: RunLineage,
     registry: Registry,
 ) -> ShardReport:
     """Fit, backtest and gate every product of a shard on Ray, then register its winners.
 
     A bad product becomes a failed outcome with its reason; only infrastructure errors raise
-    (and are retried). On a retry, champions are re-read so nothing is registered twice.
+    (and are retried). Every attempt reads its champions afresh, and a version already made
+    from a product's training key is reused, so a retry never registers anything twice.
     """
     spec = fleet.spec
     family = spec.family(shard.family)
-    mine = {p: champions[p] for p in shard.product_ids if p in champions}
-    if task_run.run_count > 1:
-        mine = registry.champions(shard.product_ids)
-    outcomes = train_on_ray(items_ref, family, spec.gate, mine)
+    champions = registry.champions(shard.product_ids)
+    outcomes = train_on_ray(items_ref, family, spec.gate, champions)
     done, registry_s = registry.register_shard(
-        shard.key, outcomes, lineage, spec.promotion == "auto", family.backtest.windows
+        shard.key,
+        outcomes,
+        {p: keys[p] for p in shard.product_ids},
+        lineage,
+        spec.promotion == "auto",
+        family.backtest.windows,
     )
-    return ShardReport(shard.key, outcomes, {r.product_id: r for r in done}, registry_s)
+    return ShardReport(shard.key, outcomes, {r.product_id: r for r in done}, registry_s, champions)

@@ -10,7 +10,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from factory.core.contract import ValidationReport
-from factory.core.fleet import FleetSpec
+from factory.core.fleet import FleetSpec, Shard
 from factory.core.training import ChampionRef, ProductOutcome
 
 
@@ -55,6 +55,19 @@ class ShardReport:
     outcomes: list[ProductOutcome]
     registered: dict[str, Registered]
     registry_s: float
+    champions: dict[str, ChampionRef] = field(default_factory=dict)  # as read by this shard
+
+
+def failed_shard(shard: Shard, error: BaseException) -> ShardReport:
+    """A shard whose infrastructure retries ran out: each of its products failed, with why."""
+    reason = f"shard {shard.key} failed after its retries: {type(error).__name__}: {error}"
+    reason = reason.splitlines()[0][:500]
+    return ShardReport(
+        shard.key,
+        [ProductOutcome(p, shard.family, "failed", reason) for p in shard.product_ids],
+        {},
+        0.0,
+    )
 
 
 class FleetSummary(BaseModel):
@@ -159,29 +172,32 @@ def skipped_record(previous: ProductRecord, run_id: str | None) -> ProductRecord
     )
 
 
-def fleet_records(
+def untrained_records(
     spec: FleetSpec,
     report: ValidationReport,
     skipped: dict[str, ProductRecord],
-    shards: list[ShardReport],
-    champions: dict[str, ChampionRef],
-    keys: dict[str, str],
     run_id: str | None,
 ) -> list[ProductRecord]:
-    """One status record per product of the run: quarantined, skipped and trained."""
+    """Status records of the products a run does not train: quarantined and unchanged."""
     owner = {p: f for f, ids in spec.assign(report.quarantined).items() for p in ids}
     records = [
         quarantine_record(p, owner.get(p, ""), why, run_id) for p, why in report.quarantined.items()
     ]
-    records += [skipped_record(r, run_id) for r in skipped.values()]
-    for shard in shards:
-        for o in shard.outcomes:
-            versions = current_versions(
-                shard.registered.get(o.product_id), champions.get(o.product_id)
-            )
-            record = outcome_record(o, spec.gate.metric, run_id, versions)
-            record.train_key = None if o.status == "failed" else keys[o.product_id]
-            records.append(record)
+    return records + [skipped_record(r, run_id) for r in skipped.values()]
+
+
+def shard_records(
+    shard: ShardReport, metric: str, keys: dict[str, str], run_id: str | None
+) -> list[ProductRecord]:
+    """Status records of one finished shard's products (written as soon as it finishes)."""
+    records = []
+    for o in shard.outcomes:
+        versions = current_versions(
+            shard.registered.get(o.product_id), shard.champions.get(o.product_id)
+        )
+        record = outcome_record(o, metric, run_id, versions)
+        record.train_key = None if o.status == "failed" else keys[o.product_id]
+        records.append(record)
     return records
 
 
@@ -207,7 +223,7 @@ def summarize(
         wall_s=wall_s,
         per_product_ms=cost_split(validation_s, shards, total),
         shards=len(shards),
-        task_runs=len(shards) + (2 if shards else 1),
+        task_runs=len(shards) + 1,
         budget_exceeded=bool(total) and bad / total > spec.failure_budget,
     )
 

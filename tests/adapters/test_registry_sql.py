@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from factory.adapters.registry import reading
-from factory.adapters.registry.names import PRODUCTION, STAGING
+from factory.adapters.registry import reading, rest_writer
+from factory.adapters.registry.names import PRODUCTION, STAGING, TRAIN_KEY_TAG
 from factory.adapters.registry.registry import Registry
 from factory.adapters.registry.sql_writer import VersionPlan, write_versions
 from factory.settings import Settings
@@ -22,13 +23,18 @@ from tests.support.postgres import temporary_database
 PG = "root@127.0.0.1:5432"
 
 
-def plans(product: str, run_id: str, source: str) -> list[VersionPlan]:
+def plans(product: str, run_id: str, source: str, key: str = "") -> list[VersionPlan]:
     """A staging version and its production copy, as Registry plans them."""
     staging = VersionPlan(
+        train_key=key,
         name=f"t.staging.{product}",
         source=source,
         run_id=run_id,
-        tags={"factory.product_id": product, "factory.data_fingerprint": f"fp-{run_id}"},
+        tags={
+            "factory.product_id": product,
+            "factory.data_fingerprint": f"fp-{run_id}",
+            **({TRAIN_KEY_TAG: key} if key else {}),
+        },
         alias="candidate",
         current_tag="factory.current",
         current={"config": "{}", "data_fingerprint": f"fp-{run_id}"},
@@ -45,6 +51,7 @@ def plans(product: str, run_id: str, source: str) -> list[VersionPlan]:
         current=staging.current,
         model_tags={"factory.product_id": product, "factory.environment": "production"},
         copy_of=staging,
+        train_key=key,
     )
     return [staging, production]
 
@@ -127,6 +134,48 @@ def test_concurrent_writers_of_one_model_get_distinct_versions(client: MlflowCli
     for v in versions:  # every production copy points at the staging version of its own run
         source = client.get_model_version("t.staging.a", v.source.rsplit("/", 1)[1])
         assert source.run_id == v.run_id
+
+
+def writer(client: MlflowClient, path: str) -> Callable[[list[VersionPlan]], dict[str, int]]:
+    """The one-transaction writer, or the call-by-call one a tracking server uses."""
+    if path == "database":
+        return partial(write_versions, client._get_registry_client().store)
+    return partial(rest_writer.write_versions, client)
+
+
+@pytest.mark.parametrize("path", ["database", "client calls"])
+def test_a_training_key_is_registered_once_and_a_rerun_completes_it(
+    client: MlflowClient, path: str
+) -> None:
+    write = writer(client, path)
+    assert write(plans("a", "run1", "file:///x/1", key="k1")) == {
+        "t.staging.a": 1,
+        "t.production.a": 1,
+    }
+    # an outage after the version was made: its alias and current tag never got written
+    client.delete_registered_model_alias("t.production.a", "champion")
+    client.delete_registered_model_tag("t.production.a", "factory.current")
+    client.set_registered_model_alias("t.staging.a", "candidate", "1")
+    again = write(plans("a", "run2", "file:///x/2", key="k1"))  # the retried shard
+    assert again == {"t.staging.a": 1, "t.production.a": 1}
+    assert len(client.search_model_versions("name = 't.staging.a'")) == 1
+    assert str(client.get_model_version_by_alias("t.production.a", "champion").version) == "1"
+    current = client.get_registered_model("t.production.a").tags["factory.current"]
+    assert json.loads(current)["version"] == "1"
+    # new data, a new key: a new version
+    assert write(plans("a", "run3", "file:///x/3", key="k2"))["t.staging.a"] == 2
+
+
+def test_concurrent_writers_of_one_key_make_one_version(client: MlflowClient) -> None:
+    store = client._get_registry_client().store
+    write_versions(store, plans("a", "run0", "file:///x/0", key="k0"))  # the model exists
+    with ThreadPoolExecutor(4) as pool:
+        runs = [f"run{i}" for i in range(1, 9)]
+        created = list(
+            pool.map(lambda r: write_versions(store, plans("a", r, f"file:///{r}", "k1")), runs)
+        )
+    assert {c["t.staging.a"] for c in created} == {2}
+    assert len(client.search_model_versions("name = 't.production.a'")) == 2
 
 
 @pytest.mark.parametrize("path", ["database", "client calls"])

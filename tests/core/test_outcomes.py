@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from factory.core.contract import ValidationReport
-from factory.core.fleet import load_fleet
+from factory.core.fleet import Shard, load_fleet
 from factory.core.outcomes import (
     BudgetExceeded,
     ProductRecord,
@@ -16,9 +16,11 @@ from factory.core.outcomes import (
     check_failure_budget,
     check_quarantine_budget,
     current_versions,
-    fleet_records,
+    failed_shard,
+    shard_records,
     skipped_record,
     summarize,
+    untrained_records,
 )
 from factory.core.training import ChampionRef, ProductOutcome
 from tests.support.fleets import REPO
@@ -78,11 +80,12 @@ def test_records_and_summary_cover_every_product_once() -> None:
         [outcome("p0", "registered"), outcome("p1", "kept"), outcome("p2", "failed")],
         {"p0": Registered("p0", "2", "2")},
         0.5,
+        {"p1": champion("factory.production.p1")},
     )
     skipped = {"p3": ProductRecord("p3", FAMILY, "registered", "first model", train_key="k3")}
     keys = {p: f"k{p[1:]}" for p in ("p0", "p1", "p2", "p3")}
-    champs = {"p1": champion("factory.production.p1")}
-    records = fleet_records(SPEC, rep, skipped, [shard], champs, keys, "run-1")
+    records = untrained_records(SPEC, rep, skipped, "run-1")
+    records += shard_records(shard, SPEC.gate.metric, keys, "run-1")
 
     by_id = {r.product_id: r for r in records}
     assert sorted(by_id) == ["p0", "p1", "p2", "p3", "q0"]
@@ -98,7 +101,7 @@ def test_records_and_summary_cover_every_product_once() -> None:
 
     counts = Counter(o.status for o in shard.outcomes) + Counter(skipped=1)
     summary = summarize(SPEC, rep, counts, [shard], 0.1, 2.0, "run-1")
-    assert summary.products == 5 and summary.task_runs == 3
+    assert summary.products == 5 and summary.task_runs == 2
     assert summary.counts == {
         "registered": 1,
         "kept": 1,
@@ -118,3 +121,14 @@ def test_a_skipped_product_keeps_its_last_reason_once() -> None:
     twice = skipped_record(once, "run-3")
     assert once.reason == "unchanged since last run (kept: champion v1 holds)"
     assert twice.reason == once.reason and twice.flow_run_id == "run-3"
+
+
+def test_a_shard_out_of_retries_fails_each_of_its_products_with_the_error() -> None:
+    shard = Shard("s-0001", FAMILY, ("a", "b"))
+    report = failed_shard(shard, RuntimeError("worker died\nlong traceback"))
+    records = shard_records(report, SPEC.gate.metric, {"a": "ka", "b": "kb"}, "run-2")
+    assert [(r.product_id, r.status, r.train_key) for r in records] == [
+        ("a", "failed", None),
+        ("b", "failed", None),
+    ]
+    assert records[0].reason == "shard s-0001 failed after its retries: RuntimeError: worker died"

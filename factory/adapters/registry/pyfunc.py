@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -116,8 +118,10 @@ def _identity(key: str) -> str:
 
 @functools.cache
 def _pyfunc_template() -> Path:
-    """A pyfunc folder saved by MLflow itself, with empty model artifacts to fill in."""
+    """A pyfunc folder saved by MLflow itself, with empty model artifacts to fill in; its temp
+    folder is removed when this process exits."""
     root = Path(tempfile.mkdtemp(prefix="factory-pyfunc-"))
+    atexit.register(_remove_template, root, os.getpid())
     (root / "model").mkdir()
     mlflow.pyfunc.save_model(
         path=str(root / "template"),
@@ -127,6 +131,13 @@ def _pyfunc_template() -> Path:
         pip_requirements=pip_requirements(),
     )
     return root / "template"
+
+
+def _remove_template(root: Path, owner: int) -> None:
+    """Remove the template's temp folder in the process that made it (a forked child inherits
+    the exit handler and must leave its parent's folder alone)."""
+    if os.getpid() == owner:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def outcome_row(o: ProductOutcome) -> dict[str, Any]:

@@ -37,7 +37,8 @@ def current_records(
     keys = (CURRENT_TAG, PRODUCT_TAG)
     store = sql_store(client)
     if store is not None:
-        found = list(model_tags(store, name_prefix, keys).values())
+        wanted = None if names is None or len(names) > FEW else names.values()
+        found = list(model_tags(store, name_prefix, keys, wanted).values())
     elif names is not None and len(names) <= FEW:
         found = [_model_tags(client, name) for name in names.values()]
     else:

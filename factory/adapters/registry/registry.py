@@ -6,6 +6,7 @@ settings); MLflow's process-wide URIs are never set or read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -14,10 +15,11 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
 from factory.adapters.lineage import RunLineage
 from factory.adapters.registry import reading, rest_writer, sql_writer
@@ -28,16 +30,20 @@ from factory.adapters.registry.names import (
     PRODUCT_TAG,
     PRODUCTION,
     STAGING,
+    TRAIN_KEY_TAG,
     NoModelError,
     model_name,
     product_slug,
 )
 from factory.adapters.registry.pyfunc import log_models, outcome_row, version_tags
+from factory.adapters.registry.schema import schema_mismatch
 from factory.adapters.registry.sql_writer import VersionPlan
 from factory.core.drift import ProductionModel
 from factory.core.outcomes import Registered
 from factory.core.training import ChampionRef, ProductOutcome
 from factory.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class Registry:
@@ -52,6 +58,7 @@ class Registry:
         self.client = MlflowClient(settings.tracking_uri, registry_uri)
         self._writers = threading.BoundedSemaphore(settings.registry_concurrency)
         self._experiment_id: str | None = None
+        self._fast: tuple[SqlAlchemyStore | None] | None = None
 
     @property
     def experiment_id(self) -> str:
@@ -112,15 +119,17 @@ class Registry:
         self,
         shard_key: str,
         outcomes: list[ProductOutcome],
+        keys: dict[str, str],
         lineage: RunLineage,
         promote: bool,
         backtest_windows: int,
     ) -> tuple[list[Registered], float]:
-        """One MLflow run per shard holds its models; each winner becomes a version with lineage.
+        """One MLflow run per shard holds its models; each winner becomes a version with lineage,
+        or reuses the version already made from its training key (`keys`: product -> key).
 
         Returns what was registered and the seconds spent (for the per-product cost split).
+        A failure marks the shard's MLflow run FAILED before it propagates.
         """
-        winners = [o for o in outcomes if o.status == "registered"]
         t0 = time.perf_counter()
         with self._writers:
             run = self.client.create_run(
@@ -129,26 +138,44 @@ class Registry:
                 tags={**lineage.tags(), "factory.shard": shard_key},
             )
             run_id = run.info.run_id
-            self._log_shard_metrics(run_id, outcomes)
-            self.client.log_dict(
-                run_id, {"products": [outcome_row(o) for o in outcomes]}, "outcomes.json"
-            )
-            log_models(self.client, run_id, run.info.artifact_uri, winners)
-            plans = [
-                self._plan(o, run.info.artifact_uri, run_id, lineage, promote, backtest_windows)
-                for o in winners
-            ]
-            versions = self._write([p for product in plans for p in product])
-            done = [
-                Registered(
-                    o.product_id,
-                    str(versions[self.name(STAGING, o.product_id)]),
-                    str(versions[self.name(PRODUCTION, o.product_id)]) if promote else None,
-                )
-                for o in winners
-            ]
+            try:
+                done = self._register(run, outcomes, keys, lineage, promote, backtest_windows)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.client.set_terminated(run_id, "FAILED")
+                raise
             self.client.set_terminated(run_id)
         return done, time.perf_counter() - t0
+
+    def _register(
+        self,
+        run: Run,
+        outcomes: list[ProductOutcome],
+        keys: dict[str, str],
+        lineage: RunLineage,
+        promote: bool,
+        windows: int,
+    ) -> list[Registered]:
+        run_id, artifact_uri = run.info.run_id, run.info.artifact_uri
+        winners = [o for o in outcomes if o.status == "registered"]
+        self._log_shard_metrics(run_id, outcomes)
+        self.client.log_dict(
+            run_id, {"products": [outcome_row(o) for o in outcomes]}, "outcomes.json"
+        )
+        log_models(self.client, run_id, artifact_uri, winners)
+        plans = [
+            self._plan(o, keys[o.product_id], artifact_uri, run_id, lineage, promote, windows)
+            for o in winners
+        ]
+        versions = self._write([p for product in plans for p in product])
+        return [
+            Registered(
+                o.product_id,
+                str(versions[self.name(STAGING, o.product_id)]),
+                str(versions[self.name(PRODUCTION, o.product_id)]) if promote else None,
+            )
+            for o in winners
+        ]
 
     def _log_shard_metrics(self, run_id: str, outcomes: list[ProductOutcome]) -> None:
         now = int(time.time() * 1000)
@@ -165,6 +192,7 @@ class Registry:
     def _plan(
         self,
         o: ProductOutcome,
+        train_key: str,
         artifact_uri: str,
         run_id: str,
         lineage: RunLineage,
@@ -173,7 +201,7 @@ class Registry:
     ) -> list[VersionPlan]:
         """A staging version from the shard run's artifacts; with `promote`, a production copy
         (what `MlflowClient.copy_model_version` makes: source `models:/<staging>/<v>`)."""
-        tags = {**lineage.tags(), **version_tags(o, windows)}
+        tags = {**lineage.tags(), **version_tags(o, windows), TRAIN_KEY_TAG: train_key}
         current = {"config": o.config_json, "data_fingerprint": o.data_fingerprint}
         plans: list[VersionPlan] = []
         for env, alias in ((STAGING, CANDIDATE_ALIAS), (PRODUCTION, CHAMPION_ALIAS)):
@@ -195,16 +223,28 @@ class Registry:
                     },
                     description=f"Demand forecaster for {o.product_id} ({env}).",
                     copy_of=plans[0] if plans else None,
+                    train_key=train_key,
                 )
             )
         return plans
 
     def _write(self, plans: list[VersionPlan]) -> dict[str, int]:
         """Create the planned versions: one transaction on a database store, else call by call."""
-        store = reading.sql_store(self.client)
+        store = self._sql_store()
         if store is not None:
             return sql_writer.write_versions(store, plans)
         return rest_writer.write_versions(self.client, plans)
+
+    def _sql_store(self) -> SqlAlchemyStore | None:
+        """The database store the fast path may write: only at the alembic revision of the
+        installed MLflow (checked once); any other revision takes the client's calls."""
+        if self._fast is None:
+            store = reading.sql_store(self.client)
+            problem = None if store is None else schema_mismatch(store)
+            if problem:
+                log.warning("%s: registering through MLflow's client calls instead", problem)
+            self._fast = (store,) if store is not None and not problem else (None,)
+        return self._fast[0]
 
     def serving_version(self, product_id: str) -> tuple[ModelVersion, str]:
         """The version serving a product and its alias: the production champion, else the

@@ -2,29 +2,62 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from factory.adapters.registry.sql_writer import VersionPlan
+from factory.adapters.registry.names import TRAIN_KEY_TAG
+from factory.adapters.registry.sql_writer import VersionPlan, current_value, reusable
+
+BATCH = 100  # model names per search
+PAGE = 10_000
 
 
 def write_versions(client: MlflowClient, plans: list[VersionPlan]) -> dict[str, int]:
     """Create the planned versions (copies after their originals), call by call; each gets its
-    alias and current-tag. Returns the new version number by registered model name."""
+    alias and current-tag. A version already made from a plan's training key is reused, so a
+    rerun after an outage completes what the first attempt began instead of duplicating it.
+    Returns the version number by registered model name."""
+    reuse = reusable(*keyed_versions(client, [p.name for p in plans]))
     created: dict[str, int] = {}
     for plan in plans:
-        source = plan.source
-        if plan.copy_of is not None:
-            source = f"models:/{plan.copy_of.name}/{created[plan.copy_of.name]}"
-        mv = _create_version(client, plan, source)
-        created[plan.name] = int(mv.version)
-        current = json.dumps({"version": str(mv.version), **plan.current})
-        client.set_registered_model_alias(plan.name, plan.alias, str(mv.version))
-        client.set_registered_model_tag(plan.name, plan.current_tag, current)
+        version = reuse.get((plan.name, plan.train_key)) if plan.train_key else None
+        if version is None:
+            source = plan.source
+            if plan.copy_of is not None:
+                source = f"models:/{plan.copy_of.name}/{created[plan.copy_of.name]}"
+            version = int(_create_version(client, plan, source).version)
+        created[plan.name] = version
+        client.set_registered_model_alias(plan.name, plan.alias, str(version))
+        client.set_registered_model_tag(plan.name, plan.current_tag, current_value(plan, version))
     return created
+
+
+def keyed_versions(
+    client: MlflowClient, names: list[str]
+) -> tuple[list[tuple[str, str, int]], set[tuple[str, int]]]:
+    """(name, training key, version) of the keyed versions of these models, and the
+    (name, version) pairs an alias points to: a few paged searches."""
+    found: list[tuple[str, str, int]] = []
+    aliased: set[tuple[str, int]] = set()
+    for start in range(0, len(names), BATCH):
+        quoted = ", ".join(f"'{n}'" for n in names[start : start + BATCH])
+        token = None
+        while True:
+            page = client.search_model_versions(
+                f"name IN ({quoted})", max_results=PAGE, page_token=token
+            )
+            for mv in page:
+                key = (mv.tags or {}).get(TRAIN_KEY_TAG)
+                if key:
+                    found.append((mv.name, key, int(mv.version)))
+                if mv.aliases:
+                    aliased.add((mv.name, int(mv.version)))
+            token = page.token
+            if not token:
+                break
+    return found, aliased
 
 
 def _new_version(client: MlflowClient, plan: VersionPlan, source: str) -> Any:

@@ -11,6 +11,7 @@ ORM classes and validators in one session per shard (~3 ms per product). A track
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,9 @@ from tenacity import (
     wait_random,
 )
 
+from factory.adapters.registry.names import TRAIN_KEY_TAG
+from factory.adapters.registry.schema import is_unique_violation
+
 READY = ModelVersionStatus.to_string(ModelVersionStatus.READY)
 RETRIES = 8  # writers creating the same new model race; the losers retry
 
@@ -57,6 +61,7 @@ class VersionPlan:
     alias: str
     current_tag: str  # registered-model tag key that records the current version
     current: dict[str, Any]  # its JSON body, without the version (filled in when written)
+    train_key: str = ""  # a version already made from this key is reused, never duplicated
     model_tags: dict[str, str] = field(default_factory=dict)  # on the model's creation
     description: str = ""
     copy_of: VersionPlan | None = None  # a production copy of this (staging) plan's version
@@ -69,15 +74,34 @@ def validate_plan(plan: VersionPlan) -> None:
     _validate_model_alias_name_reserved(plan.alias)
     for k, v in plan.tags.items():
         _validate_model_version_tag(k, v)
-    for k, v in {**plan.model_tags, plan.current_tag: "{}"}.items():
+    for k, v in plan.model_tags.items():
         _validate_registered_model_tag(k, v)
+    _validate_registered_model_tag(plan.current_tag, current_value(plan, 2**31 - 1))
+
+
+def current_value(plan: VersionPlan, version: int) -> str:
+    """The registered model's current-tag JSON once `version` is its current version."""
+    return json.dumps({"version": str(version), **plan.current})
+
+
+def reusable(
+    found: list[tuple[str, str, int]], aliased: set[tuple[str, int]]
+) -> dict[tuple[str, str], int]:
+    """(model name, training key) -> the version to reuse: the one an alias points to, else
+    the oldest (`found`: name, key, version of every keyed version of these models)."""
+    out: dict[tuple[str, str], int] = {}
+    for name, key, version in sorted(found, key=lambda r: ((r[0], r[2]) not in aliased, r[2])):
+        out.setdefault((name, key), version)
+    return out
 
 
 def write_versions(store: SqlAlchemyStore, plans: list[VersionPlan]) -> dict[str, int]:
     """Create every planned version (copies after their originals) in one transaction.
 
-    Returns the new version number by registered model name. Retried from scratch when a
-    concurrent writer took a version number first.
+    A version already made from a plan's training key is reused (its alias and current tag
+    are set again), so retries, reruns and concurrent runs never duplicate a version. Returns
+    the version number by registered model name. Retried from scratch when a concurrent
+    writer took a version number or model name first.
     """
     for plan in plans:
         validate_plan(plan)
@@ -93,11 +117,10 @@ def write_versions(store: SqlAlchemyStore, plans: list[VersionPlan]) -> dict[str
 
 
 def _raced(exc: BaseException) -> bool:
-    """A concurrent writer took a version number or model name first (the session wraps the
-    database's IntegrityError in an MlflowException)."""
-    return isinstance(exc, MlflowException) and isinstance(
-        exc.__cause__, sqlalchemy.exc.IntegrityError
-    )
+    """A concurrent writer took a version number or model name first: a unique-key clash
+    (wrapped in an MlflowException by the session). Any other integrity error (a column a
+    newer MLflow requires, say) is a bug to see at once, never retried."""
+    return isinstance(exc, MlflowException) and is_unique_violation(exc)
 
 
 def _write(store: SqlAlchemyStore, session: Any, plans: list[VersionPlan]) -> dict[str, int]:
@@ -113,7 +136,9 @@ def _write(store: SqlAlchemyStore, session: Any, plans: list[VersionPlan]) -> di
         .filter(SqlModelVersion.workspace == ws, SqlModelVersion.name.in_(names))
         .group_by(SqlModelVersion.name)
     )
-    aliases = set(_select(session, SqlRegisteredModelAlias, ws, names, "name", "alias"))
+    alias_rows = _select(session, SqlRegisteredModelAlias, ws, names, "name", "alias", "version")
+    aliases = {(n, a) for n, a, _ in alias_rows}
+    reuse = reusable(_keyed(session, ws, names), {(n, int(v)) for n, _, v in alias_rows})
     tagged = set(_select(session, SqlRegisteredModelTag, ws, names, "name", "key"))
     rows: dict[str, list[dict[str, Any]]] = {
         k: [] for k in ("models", "model_tags", "versions", "version_tags", "aliases", "tags")
@@ -134,34 +159,16 @@ def _write(store: SqlAlchemyStore, session: Any, plans: list[VersionPlan]) -> di
             rows["model_tags"] += [
                 {**key, "key": k, "value": v} for k, v in plan.model_tags.items()
             ]
-        version = created[plan.name] = (latest.get(plan.name) or 0) + 1
-        source = location = plan.source
-        if plan.copy_of is not None:  # what copy_model_version records
-            source = f"models:/{plan.copy_of.name}/{created[plan.copy_of.name]}"
-            location = plan.copy_of.source
-        rows["versions"].append(
-            {
-                **key,
-                "version": version,
-                "creation_time": now,
-                "last_updated_time": now,
-                "source": source,
-                "storage_location": location,
-                "run_id": plan.run_id,
-                "current_stage": STAGE_NONE,
-                "status": READY,
-            }
-        )
+        version = reuse.get((plan.name, plan.train_key)) if plan.train_key else None
+        if version is None:
+            version = latest[plan.name] = (latest.get(plan.name) or 0) + 1
+            _add_version(rows, plan, key, version, now, created)
+        created[plan.name] = version
         vkey = {**key, "version": version}
-        rows["version_tags"] += [{**vkey, "key": k, "value": v} for k, v in plan.tags.items()]
         alias = {**vkey, "alias": plan.alias}
         target = "aliases" if (plan.name, plan.alias) in aliases else None
         (updates if target else rows)["aliases"].append(alias)
-        tag = {
-            **key,
-            "key": plan.current_tag,
-            "value": json.dumps({"version": str(version), **plan.current}),
-        }
+        tag = {**key, "key": plan.current_tag, "value": current_value(plan, version)}
         target = "tags" if (plan.name, plan.current_tag) in tagged else None
         (updates if target else rows)["tags"].append(tag)
     tables: dict[str, Any] = {
@@ -184,6 +191,45 @@ def _write(store: SqlAlchemyStore, session: Any, plans: list[VersionPlan]) -> di
             .values(last_updated_time=now)
         )
     return created
+
+
+def _keyed(session: Any, ws: str, names: list[str]) -> list[tuple[str, str, int]]:
+    """(name, training key, version) of every keyed version of these models."""
+    t = SqlModelVersionTag.__table__
+    query = sqlalchemy.select(t.c.name, t.c.value, t.c.version).where(
+        t.c.workspace == ws, t.c.name.in_(names), t.c.key == TRAIN_KEY_TAG
+    )
+    return [(n, v, int(ver)) for n, v, ver in session.execute(query)]
+
+
+def _add_version(
+    rows: dict[str, list[dict[str, Any]]],
+    plan: VersionPlan,
+    key: dict[str, str],
+    version: int,
+    now: int,
+    created: dict[str, int],
+) -> None:
+    """The rows of one new version and its tags (a copy records its original as source)."""
+    source = location = plan.source
+    if plan.copy_of is not None:  # what copy_model_version records
+        source = f"models:/{plan.copy_of.name}/{created[plan.copy_of.name]}"
+        location = plan.copy_of.source
+    rows["versions"].append(
+        {
+            **key,
+            "version": version,
+            "creation_time": now,
+            "last_updated_time": now,
+            "source": source,
+            "storage_location": location,
+            "run_id": plan.run_id,
+            "current_stage": STAGE_NONE,
+            "status": READY,
+        }
+    )
+    vkey = {**key, "version": version}
+    rows["version_tags"] += [{**vkey, "key": k, "value": v} for k, v in plan.tags.items()]
 
 
 def _update(
@@ -214,9 +260,13 @@ def _select(
 
 
 def model_tags(
-    store: SqlAlchemyStore, name_prefix: str, keys: tuple[str, ...]
+    store: SqlAlchemyStore,
+    name_prefix: str,
+    keys: tuple[str, ...],
+    names: Collection[str] | None = None,
 ) -> dict[str, dict[str, str]]:
-    """Registered model name -> these tags, for every model whose name starts with the prefix.
+    """Registered model name -> these tags, for every model whose name starts with the prefix
+    (or only the named ones).
 
     One query: `search_registered_models` also loads every model's aliases and latest
     versions (24 s for 20,000 models on SQLite; this takes well under a second).
@@ -227,6 +277,8 @@ def model_tags(
         t.c.name.startswith(name_prefix, autoescape=True),
         t.c.key.in_(keys),
     )
+    if names is not None:
+        query = query.where(t.c.name.in_(list(names)))
     out: dict[str, dict[str, str]] = {}
     with store.ManagedSessionMaker() as session:
         for name, key, value in session.execute(query):
