@@ -27,6 +27,7 @@ from factory.core.outcomes import (
 )
 from factory.settings import get_settings
 from tasks.prepare import prepare_fleet
+from tasks.repair import repair_registry
 from tasks.train import train_shard
 
 
@@ -73,6 +74,9 @@ def train_fleet(fleet_path: str = "fleet.yaml", products: list[str] | None = Non
             counts.update(o.status for o in shard.outcomes)
             update_progress(progress, sum(counts.values()), len(report.valid_ids), counts)
             log.info("shard %s done: %s", shard.key, dict(Counter(r.status for r in done)))
+        trained = [p for s in prepared.shards for p in s.product_ids]
+        if trained:
+            repair_registry(settings, trained, spec.promotion == "auto")
 
     summary = summarize(
         spec,

@@ -13,6 +13,7 @@ from factory.core.outcomes import ProductRecord
 
 STATE_FILE = "products.parquet"
 COLUMNS = list(ProductRecord.__dataclass_fields__)
+REBUILT = "rebuilt from the registry by `factory doctor`"
 SKIPPABLE = ("registered", "kept", "rejected", "skipped")
 DRIFT_FILE = "drift.parquet"
 DRIFT_COLUMNS = [
@@ -64,6 +65,26 @@ def merge_state(state_dir: Path, records: list[ProductRecord]) -> pd.DataFrame:
     merged = merged.sort_values("product_id").reset_index(drop=True)
     atomic_write(state_dir / STATE_FILE, lambda fh: merged.to_parquet(fh, index=False))
     return merged
+
+
+def fix_status(
+    state_dir: Path, changes: dict[str, dict[str, Any]], families: dict[str, str]
+) -> pd.DataFrame:
+    """Set some columns of some products' rows (a product without a row gets one, rebuilt from
+    the registry); every other column and row is kept."""
+    rows = {r["product_id"]: r for r in read_state(state_dir).to_dict("records")}
+    records = []
+    for pid, columns in changes.items():
+        row = rows.get(pid)
+        if row is None:
+            record = ProductRecord(pid, families.get(pid, ""), "registered", REBUILT)
+        else:
+            record = ProductRecord(**{c: _none(row[c]) for c in COLUMNS})
+            record.updated_at = pd.Timestamp.now(tz="UTC")
+        for column, value in columns.items():
+            setattr(record, column, value)
+        records.append(record)
+    return merge_state(state_dir, records)
 
 
 def read_drift(state_dir: Path) -> pd.DataFrame:

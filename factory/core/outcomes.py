@@ -223,7 +223,7 @@ def summarize(
         wall_s=wall_s,
         per_product_ms=cost_split(validation_s, shards, total),
         shards=len(shards),
-        task_runs=len(shards) + 1,
+        task_runs=len(shards) + (2 if shards else 1),  # validate-data, shards, repair-registry
         budget_exceeded=bool(total) and bad / total > spec.failure_budget,
     )
 

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy
-from mlflow.entities.model_registry.model_version_stages import STAGE_NONE
+from mlflow.entities.model_registry.model_version_stages import (
+    STAGE_DELETED_INTERNAL,
+    STAGE_NONE,
+)
 from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
 from mlflow.exceptions import MlflowException
 from mlflow.store.model_registry.dbmodels.models import (
@@ -194,12 +197,21 @@ def _write(store: SqlAlchemyStore, session: Any, plans: list[VersionPlan]) -> di
 
 
 def _keyed(session: Any, ws: str, names: list[str]) -> list[tuple[str, str, int]]:
-    """(name, training key, version) of every keyed version of these models."""
-    t = SqlModelVersionTag.__table__
-    query = sqlalchemy.select(t.c.name, t.c.value, t.c.version).where(
-        t.c.workspace == ws, t.c.name.in_(names), t.c.key == TRAIN_KEY_TAG
+    """(name, training key, version) of every keyed version of these models (not deleted:
+    MLflow keeps a deleted version's row and tags, marked with an internal stage)."""
+    t, v = SqlModelVersionTag.__table__, SqlModelVersion.__table__
+    query = (
+        sqlalchemy.select(t.c.name, t.c.value, t.c.version)
+        .join(
+            v,
+            (v.c.workspace == t.c.workspace)
+            & (v.c.name == t.c.name)
+            & (v.c.version == t.c.version),
+        )
+        .where(t.c.workspace == ws, t.c.name.in_(names), t.c.key == TRAIN_KEY_TAG)
+        .where(v.c.current_stage != STAGE_DELETED_INTERNAL)
     )
-    return [(n, v, int(ver)) for n, v, ver in session.execute(query)]
+    return [(n, val, int(ver)) for n, val, ver in session.execute(query)]
 
 
 def _add_version(
