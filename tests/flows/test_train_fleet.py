@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+import ray
 import yaml
 from mlflow import MlflowClient
 
@@ -219,3 +220,39 @@ def test_run_fails_past_the_failure_budget(fleet_run, tmp_path: Path) -> None:
     with pytest.raises(BudgetExceeded, match="3 of 30 products quarantined"):
         train_fleet(str(strict))
     assert not all_versions(client())  # nothing trained, nothing registered
+
+
+def test_a_shard_out_of_retries_fails_its_products_and_the_others_register(
+    fleet_run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.train
+    from flows.train_fleet import train_fleet
+    from tasks.train import train_shard
+
+    fleet, _panel = fleet_run
+    real = tasks.train.train_on_ray
+    attempts = []
+
+    def broken_for_one_shard(items_ref, family, gate, champions):
+        if any(p == IDS[0] for p, _ in ray.get(items_ref)):
+            attempts.append(1)
+            raise ConnectionError("raylet lost")  # what an infrastructure failure looks like
+        return real(items_ref, family, gate, champions)
+
+    monkeypatch.setattr(tasks.train, "train_on_ray", broken_for_one_shard)
+    monkeypatch.setattr(train_shard, "retry_delay_seconds", [0, 0])
+    spec = yaml.safe_load(Path(fleet).read_text())
+    Path(fleet).write_text(yaml.safe_dump({**spec, "failure_budget": 0.5}))
+
+    summary = train_fleet(str(fleet))
+    assert len(attempts) == 3  # the first try and its two retries
+    assert IDS[0] in summary.failed and "raylet lost" in summary.failed[IDS[0]]
+    assert 0 < len(summary.failed) <= 8  # only that shard's products
+    assert summary.counts["registered"] >= 12  # the other shards went on
+    state = pd.read_parquet(get_settings().state_dir / "products.parquet")
+    assert len(state) == 30 and (state["status"] == "failed").sum() == len(summary.failed)
+
+    monkeypatch.setattr(tasks.train, "train_on_ray", real)
+    again = train_fleet(str(fleet))  # the failed products are retried, the rest skipped
+    assert again.counts["skipped"] == 27 - len(summary.failed)
+    assert not again.failed

@@ -42,6 +42,7 @@ ALIASES = {STAGING: CANDIDATE_ALIAS, PRODUCTION: CHAMPION_ALIAS}
 FAMILY_TAG, ENV_TAG = "factory.family", "factory.environment"
 VERSION_KEYS = (TRAIN_KEY_TAG, "factory.config", "factory.data_fingerprint")
 PAGE = 1000
+IN_LIMIT = 2000  # names per query; beyond, the whole prefix is read and filtered here
 
 
 @dataclass
@@ -112,9 +113,12 @@ def snapshot(registry: Registry, products: Collection[str] | None = None) -> lis
     if products is not None:
         names = [registry.name(env, p) for p in products for env in (STAGING, PRODUCTION)]
     store = reading.sql_store(registry.client)
-    if store is not None:
-        return _from_database(store, prefix, names)
-    return _from_server(registry, prefix, names)
+    if store is None:
+        return _from_server(registry, prefix, names)
+    if names is not None and len(names) > IN_LIMIT:  # read all, keep these (no huge IN list)
+        wanted = set(names)
+        return [m for m in _from_database(store, prefix, None) if m.name in wanted]
+    return _from_database(store, prefix, names)
 
 
 def _state(name: str, prefix: str, tags: dict[str, str]) -> ModelState | None:
