@@ -35,6 +35,15 @@ ProductsOpt = Annotated[
 ]
 
 
+@app.callback()
+def _prefect_environment() -> None:
+    # Runs before every command, so before anything imports Prefect: on embedded defaults its
+    # database lives under FACTORY_HOME, and flow runs beat for the zombie automation.
+    from factory.adapters.prefect_env import configure_prefect
+
+    configure_prefect(get_settings().resolved_home)
+
+
 def friendly(fn: F) -> F:
     """Turn user mistakes into one red line plus a hint, without a traceback."""
 
@@ -44,6 +53,7 @@ def friendly(fn: F) -> F:
 
         from factory.adapters.events import EventsNotEmitted
         from factory.adapters.forecasts import ForecastError
+        from factory.adapters.lease import LeaseTimeout
         from factory.adapters.registry.names import NoModelError
         from factory.core.outcomes import BudgetExceeded
         from factory.local import ServiceError
@@ -56,6 +66,7 @@ def friendly(fn: F) -> F:
             (NoModelError, NoModelError.hint),
             (ForecastError, "`factory status` shows which products have models"),
             (EventsNotEmitted, "set PREFECT_API_URL to the server that runs the deployments"),
+            (LeaseTimeout, "wait for that run, or cancel it in the Prefect UI"),
             (MlflowException, "check FACTORY_MLFLOW_TRACKING_URI and that the server is up"),
         ]
         try:
@@ -304,11 +315,41 @@ def lineage(product: str) -> None:
 
 @app.command()
 @friendly
+def doctor(
+    fleet: FleetOpt = Path("fleet.yaml"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only report; change nothing.")
+    ] = False,
+) -> None:
+    """Find and fix what crashes or outages left half-done in the registry and the status."""
+    from factory.adapters.lease import holder_label, training_lease
+    from factory.adapters.registry.doctor import repair
+    from factory.adapters.registry.registry import Registry
+
+    spec = load_fleet(fleet).spec
+    settings = get_settings()
+    wait = err.print if not dry_run else console.print
+    with training_lease(settings, holder_label("factory doctor"), settings.lease_wait_s, wait):
+        report = repair(
+            Registry(settings), settings.state_dir, spec.promotion == "auto", None, not dry_run
+        )
+    for line in report.lines():
+        console.print(escape(line), highlight=False, soft_wrap=True)
+    verb = "would fix" if dry_run else "fixed"
+    found = len(report.fixes) + len(report.runs_closed)
+    console.print("registry and status agree" if report.healthy else f"{verb} {found} problem(s)")
+    if dry_run and not report.healthy:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
 def up(
     prefect_port: int = 4200,
     mlflow_port: int = 5000,
 ) -> None:
     """Start a local Prefect server and MLflow UI (SQLite, local artifacts) in the background."""
+    from factory.adapters.zombies import ensure_zombie_automation, zombie_window
     from factory.local import (
         alive,
         free_port,
@@ -336,6 +377,10 @@ def up(
         save_services(home, running)
     for s in running:
         console.print(f"{s.name:8} {s.url}  (log: {s.log})")
+    prefect = next(s for s in running if s.name == "prefect")
+    ensure_zombie_automation(f"{prefect.url}/api")
+    window = zombie_window().total_seconds()
+    console.print(f"{'zombies':8} flow runs without a heartbeat for {window:.0f} s become Crashed")
 
 
 @app.command()
