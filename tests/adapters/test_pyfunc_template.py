@@ -23,8 +23,14 @@ print(template.parent, template.exists(), flush=True)
 """
 
 
+OUT = {"capture_output": True, "text": True, "check": True}
+
+
 def test_the_template_folder_is_removed_when_its_process_exits(tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **OUT)
+    killed = tmp_path / f"factory-pyfunc-{gone.stdout.strip()}-abc"  # a kill -9 left it
+    (killed / "template").mkdir(parents=True)
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, cwd=REPO, capture_output=True, text=True
     )
@@ -33,4 +39,5 @@ def test_the_template_folder_is_removed_when_its_process_exits(tmp_path: Path) -
     assert Path(folder).parent == tmp_path
     assert kept_after_child_exit == "True"
     assert not Path(folder).exists()
+    assert not killed.exists()
     assert not list(tmp_path.glob("factory-pyfunc-*"))

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
+import psutil
 from mlflow import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
 
@@ -119,8 +120,10 @@ def _identity(key: str) -> str:
 @functools.cache
 def _pyfunc_template() -> Path:
     """A pyfunc folder saved by MLflow itself, with empty model artifacts to fill in; its temp
-    folder is removed when this process exits."""
-    root = Path(tempfile.mkdtemp(prefix="factory-pyfunc-"))
+    folder is removed when this process exits (and by the next process, if this one is
+    killed: the folder is named after its process)."""
+    _prune_templates()
+    root = Path(tempfile.mkdtemp(prefix=f"factory-pyfunc-{os.getpid()}-"))
     atexit.register(_remove_template, root, os.getpid())
     (root / "model").mkdir()
     mlflow.pyfunc.save_model(
@@ -131,6 +134,14 @@ def _pyfunc_template() -> Path:
         pip_requirements=pip_requirements(),
     )
     return root / "template"
+
+
+def _prune_templates() -> None:
+    """Remove template folders whose process is gone (killed before its exit handler ran)."""
+    for folder in Path(tempfile.gettempdir()).glob("factory-pyfunc-*"):
+        pid = folder.name.split("-")[2]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _remove_template(root: Path, owner: int) -> None:
