@@ -9,6 +9,7 @@ automation (factory/adapters/zombies.py) can tell a dead run from a quiet one.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import tomllib
@@ -16,8 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 # Prefect's minimum (prefect/flow_engine.py MINIMUM_HEARTBEAT_INTERVAL); its default is 180.
 HEARTBEAT_SECONDS = 30
+DATABASE = "prefect.db"  # Prefect's default SQLite file in PREFECT_HOME
 HEARTBEAT_VARS = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
 
 
@@ -31,7 +35,21 @@ def configure_prefect(home: Path) -> dict[str, str]:
         # Prefect creates its home without parents: a fresh FACTORY_HOME would make it fail.
         Path(updates["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.update(updates)
+    if "PREFECT_HOME" in updates:
+        create_database(Path(updates["PREFECT_HOME"]))
     return updates
+
+
+def create_database(prefect_home: Path) -> None:
+    """Create the embedded database once, under a file lock: two commands started at the same
+    moment on a fresh FACTORY_HOME would otherwise both migrate one new SQLite file from their
+    ephemeral servers, and both time out waiting for them."""
+    with FileLock(prefect_home / "database.lock", thread_local=False):
+        if (prefect_home / DATABASE).exists():
+            return
+        from prefect.server.database import provide_database_interface
+
+        asyncio.run(provide_database_interface().create_db())
 
 
 def prefect_defaults(home: Path, environ: Mapping[str, str]) -> dict[str, str]:

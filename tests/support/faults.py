@@ -28,7 +28,7 @@ class FactoryHome:
     """One FACTORY_HOME with a synthetic panel and a fleet.yaml sharded small."""
 
     root: Path
-    env: dict[str, str]
+    env: dict[str, str | None]  # None: unset in the commands' environment
     fleet: Path
     products: list[str]
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
@@ -36,7 +36,7 @@ class FactoryHome:
     def settings(self) -> Settings:
         """The settings the CLI processes see."""
         return Settings(
-            home=Path(self.env["FACTORY_HOME"]),
+            home=Path(str(self.env["FACTORY_HOME"])),
             mlflow_tracking_uri=self.env.get("FACTORY_MLFLOW_TRACKING_URI") or None,
         )
 
@@ -53,7 +53,11 @@ class FactoryHome:
         with (self.root / f"{name}.log").open("w") as out:
             proc = subprocess.Popen(
                 cmd,
-                env={**os.environ, **self.env, **(extra or {})},
+                env={
+                    k: v
+                    for k, v in {**os.environ, **self.env, **(extra or {})}.items()
+                    if v is not None
+                },
                 cwd=self.root,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -89,15 +93,16 @@ class FactoryHome:
 
 
 def make_home(
-    root: Path, prefect_api: str, n: int = 40, shard_size: int = 5, **env: str
+    root: Path, prefect_api: str | None, n: int = 40, shard_size: int = 5, **env: str | None
 ) -> FactoryHome:
-    """A home with `n` healthy synthetic products, shards of `shard_size`."""
+    """A home with `n` healthy synthetic products, shards of `shard_size`; runs report to the
+    Prefect server at `prefect_api`, or (None) to the embedded default's ephemeral server."""
     root.mkdir(parents=True, exist_ok=True)
     home = root / "factory"
     panel = generate_panel(PanelSpec(n_products=n, seed=5, periods=2 * 365))
     write_panel(panel.frame, str(home / "data"))
     fleet = write_fleet(root / "fleet.yaml", shard_size=shard_size)
-    base = {
+    base: dict[str, str | None] = {
         "FACTORY_HOME": str(home),
         "FACTORY_AS_OF": AS_OF,
         "FACTORY_RAY_NUM_CPUS": "2",
