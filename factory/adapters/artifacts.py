@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from uuid import UUID
@@ -17,6 +18,8 @@ from factory.core.drift import DriftOutcome
 from factory.core.landing import LandingReport
 from factory.core.outcomes import FleetSummary, ProductRecord
 
+log = logging.getLogger(__name__)
+
 # In-process observers of training progress (the CLI's progress bar): f(done, total).
 PROGRESS_LISTENERS: list[Callable[[int, int], None]] = []
 
@@ -29,10 +32,14 @@ def start_progress(total_products: int) -> UUID:
 
 
 def update_progress(artifact_id: UUID, done: int, total: int, counts: Counter) -> None:
-    """Move the progress bar and say what finished so far."""
+    """Move the progress bar and say what finished so far. Best effort: a Prefect API that is
+    away for longer than its client's retries costs the bar an update, never the run."""
     pct = 100.0 * done / total if total else 100.0
     text = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    update_progress_artifact(artifact_id, pct, description=f"{done}/{total} products: {text}")
+    try:
+        update_progress_artifact(artifact_id, pct, description=f"{done}/{total} products: {text}")
+    except Exception as exc:
+        log.warning("progress artifact not updated (%s: %s)", type(exc).__name__, exc)
     for listener in PROGRESS_LISTENERS:
         listener(done, total)
 

@@ -134,7 +134,7 @@ def test_kill_9_of_a_ray_worker_mid_shard_is_retried_by_ray(home: FactoryHome) -
 def test_data_replaced_mid_run_is_trained_from_one_snapshot_then_retrained(
     home: FactoryHome,
 ) -> None:
-    data = Path(home.env["FACTORY_HOME"]) / "data"
+    data = home.settings().resolved_home / "data"
     original = read_panel(str(data))
     proc = home.start("first")
     wait_for("the first shard recorded", lambda: trained(home) >= 5, timeout=420)
