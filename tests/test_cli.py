@@ -19,7 +19,18 @@ from tests.support.fleets import AS_OF, REPO, write_fleet
 # Prefect binds its console log handler to the sys.stderr of the moment `prefect.main` is first
 # imported; importing it at collection keeps that from being a CliRunner stream closed after use.
 runner = CliRunner()
-COMMANDS = ("demo-data", "validate", "train", "forecast", "status", "lineage", "up", "down", "demo")
+COMMANDS = (
+    "demo-data",
+    "validate",
+    "train",
+    "forecast",
+    "status",
+    "lineage",
+    "doctor",
+    "up",
+    "down",
+    "demo",
+)
 
 
 def invoke(*args: str):
