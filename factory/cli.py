@@ -35,13 +35,17 @@ ProductsOpt = Annotated[
 ]
 
 
+FLOW_COMMANDS = {"train", "forecast", "watch"}  # run flows on the embedded Prefect server
+
+
 @app.callback()
-def _prefect_environment() -> None:
+def _prefect_environment(ctx: typer.Context) -> None:
     # Runs before every command, so before anything imports Prefect: on embedded defaults its
-    # database lives under FACTORY_HOME, and flow runs beat for the zombie automation.
+    # database lives under FACTORY_HOME, and flow runs beat for the zombie automation. Only
+    # the commands that run flows create that database.
     from factory.adapters.prefect_env import configure_prefect
 
-    configure_prefect(get_settings().resolved_home)
+    configure_prefect(get_settings().resolved_home, ctx.invoked_subcommand in FLOW_COMMANDS)
 
 
 def friendly(fn: F) -> F:

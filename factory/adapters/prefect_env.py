@@ -25,9 +25,10 @@ DATABASE = "prefect.db"  # Prefect's default SQLite file in PREFECT_HOME
 HEARTBEAT_VARS = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
 
 
-def configure_prefect(home: Path) -> dict[str, str]:
+def configure_prefect(home: Path, create: bool = False) -> dict[str, str]:
     """Apply `prefect_defaults` to this process's environment (inherited by its subprocesses);
-    nothing once Prefect is imported, since it read its settings then. Returns what was set."""
+    nothing once Prefect is imported, since it read its settings then. With `create`, the
+    embedded database is made now (once). Returns what was set."""
     if "prefect" in sys.modules:
         return {}
     updates = prefect_defaults(home, os.environ)
@@ -35,7 +36,7 @@ def configure_prefect(home: Path) -> dict[str, str]:
         # Prefect creates its home without parents: a fresh FACTORY_HOME would make it fail.
         Path(updates["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.update(updates)
-    if "PREFECT_HOME" in updates:
+    if create and "PREFECT_HOME" in updates:
         create_database(Path(updates["PREFECT_HOME"]))
     return updates
 

@@ -76,7 +76,7 @@ def test_a_second_run_waits_names_the_holder_and_gets_the_lease_when_it_dies(
         pass
 
 
-def test_registries_with_other_prefixes_do_not_share_a_file_lease(tmp_path: Path) -> None:
+def test_factory_homes_do_not_share_a_file_lease(tmp_path: Path) -> None:
     a = Settings(home=tmp_path / "a")
     b = Settings(home=tmp_path / "b")
     with training_lease(a, "run a", 0, print), training_lease(b, "run b", 0, print):

@@ -213,8 +213,8 @@ def test_a_registry_at_another_revision_registers_through_the_client(
     settings = Settings(home=tmp_path)
     registry = Registry(settings)
     store = reading.sql_store(registry.client)
-    assert store is not None and registry._sql_store() is store  # at head: the fast path
+    assert store is not None and registry._fast_store is store  # at head: the fast path
     stamp(store, previous_revision())
     with caplog.at_level(logging.WARNING):
-        assert Registry(settings)._sql_store() is None
+        assert Registry(settings)._fast_store is None
     assert "registering through MLflow's client calls instead" in caplog.text

@@ -5,44 +5,21 @@ checker (tests/support/invariants.py) finding nothing."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from factory.local import Service, free_port, start_mlflow, start_prefect
+from factory.local import Service, free_port, start_mlflow
 from tests.support.faults import FactoryHome, kill_tree, make_home, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """One real Prefect server for the module's runs."""
-    server = start_prefect(tmp_path_factory.mktemp("prefect"), free_port())
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def home(tmp_path: Path, prefect: Service) -> Iterator[FactoryHome]:
-    """A factory home on embedded defaults (SQLite registry) reporting to the Prefect server."""
-    h = make_home(tmp_path, f"{prefect.url}/api")
-    yield h
-    h.stop_all()
-
-
-def trained(h: FactoryHome) -> int:
-    """Products with a recorded training outcome."""
-    state = h.state()
-    return int(state["status"].isin(["registered", "kept", "rejected", "failed"]).sum())
 
 
 def test_kill_9_of_the_flow_keeps_finished_shards_and_the_rerun_completes(
     home: FactoryHome,
 ) -> None:
     proc = home.start("first")
-    wait_for("two shards recorded", lambda: trained(home) >= 10, timeout=420)
+    wait_for("two shards recorded", lambda: home.trained() >= 10, timeout=420)
     kill_tree(proc.pid)
     recorded = set(home.state()["product_id"])
     assert len(recorded) >= 10  # outcomes are written per shard, not at the end
@@ -86,7 +63,7 @@ def test_a_registry_outage_longer_than_the_retries_is_repaired_by_the_rerun(
     )
     try:
         proc = h.start("first")
-        wait_for("the first shard recorded", lambda: trained(h) >= 5, timeout=420)
+        wait_for("the first shard recorded", lambda: h.trained() >= 5, timeout=420)
         kill_tree(server.pid)  # down for 20 s: longer than the client's retries
         time.sleep(20)
         server = start_mlflow(tmp_path, port, backend, str(tmp_path / "art"))

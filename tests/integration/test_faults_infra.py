@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,34 +19,11 @@ from factory.adapters.data import read_panel, write_panel
 from factory.core.contract import fleet_series, validate_panel
 from factory.core.fingerprints import series_fingerprint
 from factory.core.fleet import load_fleet
-from factory.local import Service, free_port, start_prefect
+from factory.local import free_port, start_prefect
 from tests.support.faults import FactoryHome, kill_tree, make_home, wait_for
 from tests.support.fleets import AS_OF
 
 pytestmark = pytest.mark.integration
-
-TRAINED = ("registered", "kept", "rejected", "failed")
-
-
-@pytest.fixture(scope="module")
-def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """One real Prefect server for the module's runs (the restart test starts its own)."""
-    server = start_prefect(tmp_path_factory.mktemp("prefect"), free_port())
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def home(tmp_path: Path, prefect: Service) -> Iterator[FactoryHome]:
-    """A factory home on embedded defaults (SQLite registry) reporting to the Prefect server."""
-    h = make_home(tmp_path, f"{prefect.url}/api")
-    yield h
-    h.stop_all()
-
-
-def trained(h: FactoryHome) -> int:
-    """Products with a recorded training outcome."""
-    return int(h.state()["status"].isin(TRAINED).sum())
 
 
 def training_workers(pid: int) -> list[psutil.Process]:
@@ -137,7 +113,7 @@ def test_data_replaced_mid_run_is_trained_from_one_snapshot_then_retrained(
     data = home.settings().resolved_home / "data"
     original = read_panel(str(data))
     proc = home.start("first")
-    wait_for("the first shard recorded", lambda: trained(home) >= 5, timeout=420)
+    wait_for("the first shard recorded", lambda: home.trained() >= 5, timeout=420)
     while True:  # changed: 5 products whose shards had not finished when the file changed
         changed = pending(home)[-5:]
         assert len(changed) == 5, "the run was nearly over before the data could change"
@@ -179,7 +155,7 @@ def test_a_prefect_server_restart_mid_run_does_not_stop_the_run(tmp_path: Path) 
     h = make_home(tmp_path / "h", f"{server.url}/api")
     try:
         proc = h.start("first")
-        wait_for("the first shard recorded", lambda: trained(h) >= 5, timeout=420)
+        wait_for("the first shard recorded", lambda: h.trained() >= 5, timeout=420)
         kill_tree(server.pid)  # kill -9 of the server mid-run, down for 10 s
         assert proc.poll() is None, "the run ended before the server went down"
         time.sleep(10)

@@ -22,6 +22,8 @@ from factory.settings import Settings
 from tests.support import invariants
 from tests.support.fleets import AS_OF, write_fleet
 
+TRAINED = ("registered", "kept", "rejected", "failed")
+
 
 @dataclass
 class FactoryHome:
@@ -81,6 +83,11 @@ class FactoryHome:
         """The status store (empty before anything was recorded)."""
         path = self.settings().state_dir / "products.parquet"
         return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=["product_id"])
+
+    def trained(self) -> int:
+        """Products with a recorded training outcome."""
+        state = self.state()
+        return int(state["status"].isin(TRAINED).sum()) if "status" in state else 0
 
     def violations(self) -> list[str]:
         """The invariant checker's findings (empty when every invariant holds)."""

@@ -28,6 +28,8 @@ from factory.adapters.registry.names import (
     CANDIDATE_ALIAS,
     CHAMPION_ALIAS,
     CURRENT_TAG,
+    ENVIRONMENT_TAG,
+    FAMILY_TAG,
     PRODUCT_TAG,
     PRODUCTION,
     STAGING,
@@ -39,7 +41,6 @@ from factory.adapters.state import fix_status, read_state
 from factory.core.repair import Fix, ModelState, VersionInfo, plan_fixes, status_fixes
 
 ALIASES = {STAGING: CANDIDATE_ALIAS, PRODUCTION: CHAMPION_ALIAS}
-FAMILY_TAG, ENV_TAG = "factory.family", "factory.environment"
 VERSION_KEYS = (TRAIN_KEY_TAG, "factory.config", "factory.data_fingerprint")
 PAGE = 1000
 IN_LIMIT = 2000  # names per query; beyond, the whole prefix is read and filtered here
@@ -124,7 +125,7 @@ def snapshot(registry: Registry, products: Collection[str] | None = None) -> lis
 def _state(name: str, prefix: str, tags: dict[str, str]) -> ModelState | None:
     if PRODUCT_TAG not in tags:
         return None
-    env = tags.get(ENV_TAG) or name[len(prefix) :].split(".", 1)[0]
+    env = tags.get(ENVIRONMENT_TAG) or name[len(prefix) :].split(".", 1)[0]
     current = json.loads(tags[CURRENT_TAG]) if CURRENT_TAG in tags else None
     return ModelState(name, tags[PRODUCT_TAG], env, [], {}, current, tags.get(FAMILY_TAG, ""))
 
@@ -142,7 +143,7 @@ def _from_database(
     store: SqlAlchemyStore, prefix: str, names: list[str] | None
 ) -> list[ModelState]:
     """A few queries on the registry database (seconds for tens of thousands of models)."""
-    keys = (PRODUCT_TAG, CURRENT_TAG, FAMILY_TAG, ENV_TAG)
+    keys = (PRODUCT_TAG, CURRENT_TAG, FAMILY_TAG, ENVIRONMENT_TAG)
     models = {
         n: m
         for n, tags in model_tags(store, prefix, keys, names).items()
@@ -194,7 +195,7 @@ def _from_server(registry: Registry, prefix: str, names: list[str] | None) -> li
                 if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                     raise
     else:
-        found = _pages(
+        found = reading.pages(
             lambda token: client.search_registered_models(
                 f"name LIKE '{prefix}%'", max_results=PAGE, page_token=token
             )
@@ -207,7 +208,7 @@ def _from_server(registry: Registry, prefix: str, names: list[str] | None) -> li
         if state is not None:
             state.aliases = {a: int(v) for a, v in (rm.aliases or {}).items()}
             models[rm.name] = state
-    for mv in _pages(
+    for mv in reading.pages(
         lambda token: client.search_model_versions(
             f"name LIKE '{prefix}%'", max_results=10_000, page_token=token
         )
@@ -215,16 +216,6 @@ def _from_server(registry: Registry, prefix: str, names: list[str] | None) -> li
         if mv.name in models:
             models[mv.name].versions.append(_version(int(mv.version), dict(mv.tags or {})))
     return sorted(models.values(), key=lambda m: m.name)
-
-
-def _pages(search: Any) -> list[Any]:
-    out, token = [], None
-    while True:
-        page = search(token)
-        out += list(page)
-        token = page.token
-        if not token:
-            return out
 
 
 def _apply(registry: Registry, fix: Fix) -> None:
@@ -252,7 +243,7 @@ def _copy(registry: Registry, fix: Fix) -> None:
             tags={
                 PRODUCT_TAG: fix.product_id,
                 FAMILY_TAG: staged.tags.get(FAMILY_TAG, ""),
-                ENV_TAG: PRODUCTION,
+                ENVIRONMENT_TAG: PRODUCTION,
             },
         )
     except MlflowException as exc:

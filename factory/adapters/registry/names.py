@@ -9,6 +9,7 @@ STAGING, PRODUCTION = "staging", "production"
 CHAMPION_ALIAS, CANDIDATE_ALIAS = "champion", "candidate"
 CURRENT_TAG = "factory.current"  # JSON {version, config, data_fingerprint} on the registered model
 PRODUCT_TAG = "factory.product_id"
+FAMILY_TAG, ENVIRONMENT_TAG = "factory.family", "factory.environment"  # on each model
 TRAIN_KEY_TAG = "factory.train_key"  # on every version: the training key it was made from
 _SAFE = re.compile(r"[^A-Za-z0-9_-]")
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.store.entities.paged_list import PagedList
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
 from factory.adapters.registry.names import CURRENT_TAG, PRODUCT_TAG
@@ -57,15 +59,24 @@ def _model_tags(client: MlflowClient, name: str) -> dict[str, str]:
 
 
 def _search_tags(client: MlflowClient, name_prefix: str) -> list[dict[str, str]]:
-    found, token = [], None
-    while True:
-        page = client.search_registered_models(
+    found = pages(
+        lambda token: client.search_registered_models(
             filter_string=f"name LIKE '{name_prefix}%'", max_results=PAGE, page_token=token
         )
-        found += [dict(rm.tags or {}) for rm in page]
+    )
+    return [dict(rm.tags or {}) for rm in found]
+
+
+def pages(search: Callable[[str | None], PagedList[Any]]) -> list[Any]:
+    """Every item of a paged MLflow search (`search(page_token)`)."""
+    out: list[Any] = []
+    token = None
+    while True:
+        page = search(token)
+        out += list(page)
         token = page.token
         if not token:
-            return found
+            return out
 
 
 def version_tags(

@@ -7,6 +7,7 @@ settings); MLflow's process-wide URIs are never set or read.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -27,6 +28,8 @@ from factory.adapters.registry.names import (
     CANDIDATE_ALIAS,
     CHAMPION_ALIAS,
     CURRENT_TAG,
+    ENVIRONMENT_TAG,
+    FAMILY_TAG,
     PRODUCT_TAG,
     PRODUCTION,
     STAGING,
@@ -58,7 +61,6 @@ class Registry:
         self.client = MlflowClient(settings.tracking_uri, registry_uri)
         self._writers = threading.BoundedSemaphore(settings.registry_concurrency)
         self._experiment_id: str | None = None
-        self._fast: tuple[SqlAlchemyStore | None] | None = None
 
     @property
     def experiment_id(self) -> str:
@@ -218,8 +220,8 @@ class Registry:
                     current=current,
                     model_tags={
                         PRODUCT_TAG: o.product_id,
-                        "factory.family": o.family,
-                        "factory.environment": env,
+                        FAMILY_TAG: o.family,
+                        ENVIRONMENT_TAG: env,
                     },
                     description=f"Demand forecaster for {o.product_id} ({env}).",
                     copy_of=plans[0] if plans else None,
@@ -230,21 +232,20 @@ class Registry:
 
     def _write(self, plans: list[VersionPlan]) -> dict[str, int]:
         """Create the planned versions: one transaction on a database store, else call by call."""
-        store = self._sql_store()
+        store = self._fast_store
         if store is not None:
             return sql_writer.write_versions(store, plans)
         return rest_writer.write_versions(self.client, plans)
 
-    def _sql_store(self) -> SqlAlchemyStore | None:
+    @functools.cached_property
+    def _fast_store(self) -> SqlAlchemyStore | None:
         """The database store the fast path may write: only at the alembic revision of the
         installed MLflow (checked once); any other revision takes the client's calls."""
-        if self._fast is None:
-            store = reading.sql_store(self.client)
-            problem = None if store is None else schema_mismatch(store)
-            if problem:
-                log.warning("%s: registering through MLflow's client calls instead", problem)
-            self._fast = (store,) if store is not None and not problem else (None,)
-        return self._fast[0]
+        store = reading.sql_store(self.client)
+        problem = None if store is None else schema_mismatch(store)
+        if problem:
+            log.warning("%s: registering through MLflow's client calls instead", problem)
+        return None if problem else store
 
     def serving_version(self, product_id: str) -> tuple[ModelVersion, str]:
         """The version serving a product and its alias: the production champion, else the

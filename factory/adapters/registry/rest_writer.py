@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from factory.adapters.registry import reading
 from factory.adapters.registry.names import TRAIN_KEY_TAG
 from factory.adapters.registry.sql_writer import VersionPlan, current_value, reusable
 
@@ -43,20 +45,13 @@ def keyed_versions(
     aliased: set[tuple[str, int]] = set()
     for start in range(0, len(names), BATCH):
         quoted = ", ".join(f"'{n}'" for n in names[start : start + BATCH])
-        token = None
-        while True:
-            page = client.search_model_versions(
-                f"name IN ({quoted})", max_results=PAGE, page_token=token
-            )
-            for mv in page:
-                key = (mv.tags or {}).get(TRAIN_KEY_TAG)
-                if key:
-                    found.append((mv.name, key, int(mv.version)))
-                if mv.aliases:
-                    aliased.add((mv.name, int(mv.version)))
-            token = page.token
-            if not token:
-                break
+        search = functools.partial(client.search_model_versions, f"name IN ({quoted})", PAGE)
+        for mv in reading.pages(lambda token: search(page_token=token)):  # noqa: B023
+            key = (mv.tags or {}).get(TRAIN_KEY_TAG)
+            if key:
+                found.append((mv.name, key, int(mv.version)))
+            if mv.aliases:
+                aliased.add((mv.name, int(mv.version)))
     return found, aliased
 
 
