@@ -46,9 +46,9 @@ def train_fleet(fleet_path: str = "fleet.yaml", products: list[str] | None = Non
     with training_lease(settings, holder, settings.lease_wait_s, log.warning):
         prepared = prepare_fleet(fleet_path, settings, products)
         spec, report = prepared.fleet.spec, prepared.report
-        check_quarantine_budget(report, spec)
         records = untrained_records(spec, report, prepared.skipped, run_id)
-        merge_state(settings.state_dir, records)
+        merge_state(settings.state_dir, records)  # recorded first: `factory status` explains a stop
+        check_quarantine_budget(report, spec)
         registry = Registry(settings)
         lineage = run_lineage(prepared.fleet)
         progress = start_progress(len(report.valid_ids))

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from factory.adapters.files import atomic_write
 from factory.adapters.registry.names import NoModelError
 from factory.adapters.registry.registry import Registry
+from factory.core.errors import UserError
 
 # Loading a models-from-code pyfunc runs its code file, which hands the model over through a
 # process-wide slot (`mlflow.models.set_model`): concurrent loads can swap models. Serialise.
@@ -21,7 +22,7 @@ _LOAD_LOCK = threading.Lock()
 FORECAST_KEYS = ["unique_id", "model_name", "model_version", "ds"]
 
 
-class ForecastError(RuntimeError):
+class ForecastError(UserError, RuntimeError):
     """No forecast could be made."""
 
 

@@ -24,12 +24,13 @@ import sqlalchemy
 from filelock import FileLock, Timeout
 
 from factory.settings import Settings
+from factory.core.errors import UserError
 
 LOCK_FILE = "train.lock"
 POLL_S = 1.0
 
 
-class LeaseTimeout(RuntimeError):
+class LeaseTimeout(UserError, RuntimeError):
     """Another run held the training lease for longer than this run would wait."""
 
 

@@ -12,11 +12,12 @@ from pandera.typing import Series
 
 from factory.core.fleet import FamilySpec, FleetSpec
 from factory.core.forecaster import Series as ProductSeries
+from factory.core.errors import UserError
 
 MISSING_ID = "<missing unique_id>"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A user mistake in a data file, naming the file and the column."""
 
 

@@ -11,9 +11,10 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from factory.core.errors import UserError
 
 
-class FleetError(ValueError):
+class FleetError(UserError, ValueError):
     """A user mistake in fleet.yaml, with the file, line and field path in its message."""
 
 

@@ -12,9 +12,10 @@ from pydantic import BaseModel
 from factory.core.contract import ValidationReport
 from factory.core.fleet import FleetSpec, Shard
 from factory.core.training import ChampionRef, ProductOutcome
+from factory.core.errors import UserError
 
 
-class BudgetExceeded(RuntimeError):
+class BudgetExceeded(UserError, RuntimeError):
     """More of the fleet was quarantined or failed than fleet.yaml's failure_budget allows."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from factory.core.errors import UserError
 
 STAGING, PRODUCTION = "staging", "production"
 CHAMPION_ALIAS, CANDIDATE_ALIAS = "champion", "candidate"
@@ -14,7 +15,7 @@ TRAIN_KEY_TAG = "factory.train_key"  # on every version: the training key it was
 _SAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
-class NoModelError(LookupError):
+class NoModelError(UserError, LookupError):
     """A product has no model in the registry (never trained, quarantined or rejected)."""
 
     hint = "`factory status -p <product>` shows why; `factory train` registers winners"
