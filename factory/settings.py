@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from factory.core.errors import UserError
+
+ENV_PREFIX = "FACTORY_"
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class SettingsError(UserError, ValueError):
+    """A FACTORY_* setting that cannot be used: one line per problem, naming the variable."""
+
+    hint = "fix the variable named above (environment or .env); `factory validate` checks them all"
+
+
+def setting_name(field: str) -> str:
+    """The environment variable behind a settings field: `ray_num_cpus` -> FACTORY_RAY_NUM_CPUS."""
+    return f"{ENV_PREFIX}{field.upper()}"
 
 
 class Settings(BaseSettings):
     """Deployment settings; fleet.yaml says WHAT to train, these say WHERE."""
 
-    model_config = SettingsConfigDict(env_prefix="FACTORY_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     home: Path = Field(Path(".factory"), description="Local state folder (embedded defaults).")
     data_url: str | None = Field(None, description="Folder or fsspec URL of sales files.")
@@ -26,14 +47,41 @@ class Settings(BaseSettings):
     experiment: str = "model-factory"
     model_prefix: str = "factory"
     ray_address: str | None = Field(None, description="Ray cluster address; local Ray if unset.")
-    ray_num_cpus: int | None = Field(None, description="CPUs for a local Ray; all cores if unset.")
+    ray_num_cpus: int | None = Field(
+        None, gt=0, description="CPUs for a local Ray; all cores if unset."
+    )
     registry_threads: int | None = Field(
-        None, description="Concurrent registry writers; 1 for SQLite stores, 4 for servers."
+        None, gt=0, description="Concurrent registry writers; 1 for SQLite stores, 4 for servers."
     )
     as_of: str | None = Field(None, description="Treat this date as today (YYYY-MM-DD).")
     lease_wait_s: float = Field(
         3600.0, ge=0, description="How long a training run waits for another run's lease."
     )
+
+    @field_validator("home")
+    @classmethod
+    def _home_is_a_folder(cls, home: Path) -> Path:
+        """The state folder may not exist yet, but it cannot be (or lie under) a file."""
+        path = home.expanduser().absolute()
+        existing = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+        if existing == path and not path.is_dir():
+            raise ValueError("is a file, not a folder")
+        if not existing.is_dir():
+            raise ValueError(f"{existing} is a file, so no folder can be made under it")
+        return home
+
+    @field_validator("as_of")
+    @classmethod
+    def _as_of_is_a_date(cls, as_of: str | None) -> str | None:
+        """`today` for tests and backfills: a calendar date written YYYY-MM-DD."""
+        if as_of is None:
+            return None
+        try:
+            if not _DATE.fullmatch(as_of.strip()):
+                raise ValueError
+            return date.fromisoformat(as_of.strip()).isoformat()
+        except ValueError:
+            raise ValueError("not a date (expected YYYY-MM-DD, e.g. 2026-11-22)") from None
 
     @property
     def resolved_home(self) -> Path:
@@ -81,7 +129,35 @@ class Settings(BaseSettings):
         return 1 if self.tracking_uri.startswith("sqlite") else 4
 
 
+def describe_errors(exc: ValidationError) -> str:
+    """One line per invalid setting: `FACTORY_RAY_NUM_CPUS='abc': not an integer`."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        lines.append(f"{setting_name(field)}={str(error['input'])!r}: {_reason(error)}")
+    return "\n".join(lines)
+
+
+def _reason(error: Any) -> str:
+    """A short reason for one pydantic error (its own message when there is no shorter one)."""
+    ctx = error.get("ctx") or {}
+    reasons = {
+        "int_parsing": "not an integer",
+        "int_from_float": "not a whole number",
+        "float_parsing": "not a number",
+        "greater_than": f"must be greater than {ctx.get('gt')}",
+        "greater_than_equal": f"must be at least {ctx.get('ge')}",
+        "value_error": str(ctx.get("error", "")),
+    }
+    return reasons.get(error["type"]) or str(error["msg"])
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read on first use (never at import)."""
-    return Settings()
+    """The process-wide settings, read on first use (never at import).
+
+    Raises SettingsError naming each variable that does not parse."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc)) from None

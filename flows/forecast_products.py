@@ -5,8 +5,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from factory.adapters.artifacts import publish_forecasts
-from factory.adapters.forecasts import ForecastError, ForecastReport
+from factory.adapters.forecasts import ForecastError, ForecastReport, choose_products
 from factory.adapters.registry.registry import Registry
+from factory.core.outcomes import name_ids
 from factory.settings import get_settings
 from tasks.forecast import served_products, write_forecasts
 
@@ -15,18 +16,28 @@ from tasks.forecast import served_products, write_forecasts
 def forecast_products_flow(
     products: list[str] | None = None, horizon: int | None = None, out_url: str | None = None
 ) -> ForecastReport:
-    """Write forecasts for the chosen products (all served products by default)."""
+    """Write forecasts for the chosen products (all served products by default).
+
+    Asked-for products without a serving model are named: an error when none has one, a
+    warning otherwise. Nothing is written when no product could be forecast."""
+    log = get_run_logger()
     settings = get_settings()
     registry = Registry(settings)
-    chosen = products or served_products(registry)
-    if not chosen:
-        raise ForecastError("no product has a registered model yet; run `factory train` first")
-    report = write_forecasts(chosen, horizon, out_url or settings.resolved_forecasts_url, registry)
-    publish_forecasts(report.url, report.rows, report.products, report.missing)
-    get_run_logger().info("wrote %d rows to %s", report.rows, report.url)
-    if report.missing and not report.rows:
-        first = next(iter(report.missing.items()))
-        raise ForecastError(
-            f"no forecasts: all {len(report.missing)} products failed, e.g. {first}"
+    chosen, unknown = choose_products(served_products(registry), products)
+    if unknown:
+        log.warning(
+            "unknown product(s): %s (no registered model); forecasting the other %d",
+            name_ids(unknown),
+            len(chosen),
         )
+    report = write_forecasts(chosen, horizon, out_url or settings.resolved_forecasts_url, registry)
+    report.unknown = unknown
+    if report.url is None:
+        first = next(iter(report.missing.items()), ("?", "?"))
+        raise ForecastError(
+            f"no forecasts: all {len(report.missing)} products failed, e.g. {first[0]}: {first[1]};"
+            " nothing written"
+        )
+    publish_forecasts(report.url, report.rows, report.products, report.missing)
+    log.info("wrote %d rows to %s", report.rows, report.url)
     return report

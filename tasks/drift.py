@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.settings import get_current_settings
 
-from factory.adapters.data import read_panel
+from factory.adapters.data import parsed_rows, read_panel
 from factory.adapters.events import DRIFTED, ProductsPayload, emit_products_event
 from factory.adapters.forecasts import read_forecast_history
 from factory.adapters.registry.registry import Registry
@@ -25,6 +25,7 @@ def check_drift(
     models = Registry(settings).production_models(products)
     history = read_panel(settings.resolved_data_url)
     history = history.loc[history["unique_id"].isin(list(models)), ["unique_id", "ds", "y"]]
+    history = parsed_rows(history)
     forecasts = read_forecast_history(settings.resolved_forecasts_url)
     return assess_fleet(models, history, forecasts, spec)
 

@@ -46,7 +46,7 @@ def prepare_fleet(
     panel = read_panel(settings.resolved_data_url)
     as_of = pd.Timestamp(settings.as_of) if settings.as_of else None
     clean, report = validate_panel(panel, fleet.spec, as_of)
-    report = restrict(report, products)
+    report = restrict(report, products, log.warning)
     validation_s = time.perf_counter() - t0
     log.info(
         "validated %d rows / %d products: %d ok, %d quarantined, %d not in the fleet",

@@ -19,10 +19,16 @@ from prefect.client.schemas.objects import StateType
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled
 
+from factory.adapters.prefect_env import retry_unless_user_error
 from factory.core.outcomes import Coalesced
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5])
+@task(
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 5],
+    retry_condition_fn=retry_unless_user_error,
+)
 def coalesce_waiting_runs() -> Coalesced:
     """Take over the products of this deployment's runs still waiting to start, cancelling them.
 

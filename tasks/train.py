@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from factory.adapters.fanout import train_on_ray
 from factory.adapters.lineage import RunLineage
+from factory.adapters.prefect_env import retry_unless_user_error
 from factory.adapters.registry.registry import Registry
 from factory.core.fleet import LoadedFleet, Shard
 from factory.core.outcomes import ShardReport
@@ -17,6 +18,7 @@ from factory.core.outcomes import ShardReport
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[5, 30],
+    retry_condition_fn=retry_unless_user_error,
     task_run_name="train-{shard.key}",
 )
 def train_shard(

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -312,3 +317,155 @@ def test_forecast_writes_versioned_rows_for_the_chosen_product(
     assert (frame["model_name"] == f"factory.production.{pid}").all()
     assert (frame["model_version"] == "1").all()
     assert frame["ds"].min() > pd.Timestamp("2026-10-31")  # after the last observation
+
+
+def test_forecast_of_known_and_unknown_products_warns_and_forecasts_the_known(
+    train_env: dict, tmp_path: Path
+) -> None:
+    pid = registered_product()
+    out = tmp_path / "fc"
+    result = invoke("forecast", "--products", f"{pid},NOPE", "--horizon", "3", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "wrote 3 rows for 1 products" in result.stdout
+    assert "warning: unknown product(s): NOPE (no registered model)" in result.stderr
+    assert set(pd.read_parquet(out / "forecasts.parquet")["unique_id"]) == {pid}
+
+
+def test_forecast_of_unknown_products_only_writes_nothing(train_env: dict, tmp_path: Path) -> None:
+    out = tmp_path / "fc"
+    out.mkdir()
+    earlier = out / "forecasts.parquet"
+    earlier.write_bytes(b"earlier forecasts")
+    result = invoke("forecast", "--products", "NOPE,GONE", "--out", str(out))
+    assert_user_error(result, "unknown product(s): NOPE, GONE (no registered model)")
+    assert earlier.read_bytes() == b"earlier forecasts"  # not replaced by an empty file
+    assert sorted(p.name for p in out.iterdir()) == ["forecasts.parquet"]
+
+
+def test_a_train_run_asked_only_for_unknown_products_fails_naming_them(train_env: dict) -> None:
+    """The flow itself (as a deployment runs it) refuses, like the CLI does before it starts."""
+    from factory.core.outcomes import UnknownProducts
+    from flows.train_fleet import train_fleet
+
+    before = status_rows()
+    with pytest.raises(UnknownProducts, match=r"unknown product\(s\): NOPE \(not in the sales"):
+        train_fleet(str(train_env["root"] / "fleet.yaml"), ["NOPE"])
+    assert status_rows() == before  # nothing recorded
+
+
+# --- one clear line for a bad setting or argument (the installed command, in a subprocess) -----
+
+FACTORY = str(Path(sys.executable).with_name("factory"))
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_factory(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`factory <args>` as a user runs it: its own process, FACTORY_HOME in `home`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORY_", "RAY_ADDRESS"))}
+    clean |= {"FACTORY_HOME": str(home), "FACTORY_AS_OF": AS_OF, "COLUMNS": "200", **env}
+    done = subprocess.run(
+        [FACTORY, *args], env=clean, cwd=home.parent, capture_output=True, text=True, timeout=300
+    )
+    assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+    return done
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Exit 2 with one `error:` line holding every needle, then one `hint:` line."""
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: "), done.stderr
+    assert lines[1].startswith("hint: "), done.stderr
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("command", "var", "value", "needle"),
+    [
+        (["lineage", "x"], "FACTORY_MLFLOW_TRACKING_URI", "bogus://x", "unknown scheme 'bogus'"),
+        (["forecast"], "FACTORY_MLFLOW_TRACKING_URI", "sqlite:////dev/null/m.db", "/dev/null"),
+        (["doctor"], "FACTORY_MLFLOW_TRACKING_URI", "http://127.0.0.1:{port}", "no MLflow server"),
+        (["forecast"], "FACTORY_MLFLOW_REGISTRY_URI", "http://127.0.0.1:{port}", "no MLflow"),
+        (["status"], "FACTORY_AS_OF", "yesterday-ish", "not a date (expected YYYY-MM-DD"),
+        (["train"], "FACTORY_RAY_NUM_CPUS", "abc", "not an integer"),
+        (["validate"], "FACTORY_DATA_URL", "bogus://x", "unknown storage protocol 'bogus'"),
+        (["watch"], "FACTORY_LANDING_URL", "bogus://x", "unknown storage protocol 'bogus'"),
+        (["train"], "FACTORY_RAY_ADDRESS", "my cluster", "not a Ray address"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(
+    tmp_path: Path, command: list[str], var: str, value: str, needle: str
+) -> None:
+    value = value.format(port=closed_port())
+    fleet = str(REPO / "fleet.yaml")
+    args = [*command, *(["--fleet", fleet] if command[0] in ("train", "doctor", "watch") else [])]
+    started = time.monotonic()
+    done = run_factory(tmp_path / "home", *args, **{var: value})
+    assert time.monotonic() - started < 60  # not MLflow's minutes of retries
+    assert_one_line_error(done, f"{var}={value!r}: ", needle)
+    assert "factory validate" in done.stderr.splitlines()[1]
+    assert not (tmp_path / "home" / "prefect" / "prefect.db").exists()  # before Prefect
+
+
+def test_factory_home_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    done = run_factory(home, "down")
+    assert_one_line_error(done, f"FACTORY_HOME={str(home)!r}: is a file, not a folder")
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["forecast", "--horizon", "-5"], "--horizon"),
+        (["status", "--limit", "0"], "--limit"),
+        (["demo-data", "--products", "0"], "--products"),
+        (["demo-data", "--seed", "-1"], "--seed"),
+        (["watch", "--poll", "0"], "--poll"),
+        (["up", "--mlflow-port", "70000"], "--mlflow-port"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(
+    tmp_path: Path, args: list[str], option: str
+) -> None:
+    done = run_factory(tmp_path / "home", *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"Invalid value for '{option}" in done.stderr
+
+
+def test_argument_mistakes_are_one_line_each(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    binary = tmp_path / "fleet.bin"
+    binary.write_bytes(bytes(range(256)))
+    cases = [
+        (["demo-data", "--source", "bogus"], ["--source 'bogus'", "synthetic, aus_retail, pbs"]),
+        (["validate", "--fleet", str(tmp_path)], [str(tmp_path), "cannot read fleet file"]),
+        (["validate", "--fleet", str(binary)], [str(binary), "not a text file"]),
+        (["doctor", "--fleet", "missing.yaml"], ["missing.yaml", "cannot read fleet file"]),
+        (["status", "--product", "NOPE"], ["no status for product 'NOPE'"]),
+        (["status", "--status", "bogus"], ["--status 'bogus'", "registered, kept"]),
+        (["lineage", "NOPE"], ["NOPE", "no registered model"]),
+    ]
+    for args, needles in cases:
+        assert_one_line_error(run_factory(home, *args), *needles)
+
+
+def test_train_and_forecast_of_unknown_products_fail_before_prefect_starts(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    write_panel(generate_panel(PanelSpec(n_products=5, seed=1)).frame, str(home / "data"))
+    fleet = str(REPO / "fleet.yaml")
+    done = run_factory(home, "train", "--fleet", fleet, "--products", "NOPE,GONE")
+    assert_one_line_error(done, "unknown product(s): NOPE, GONE (not in the sales data)")
+    assert "factory validate" in done.stderr.splitlines()[1]
+    done = run_factory(home, "forecast", "--products", "NOPE")
+    assert_one_line_error(done, "unknown product(s): NOPE (no registered model)")
+    assert not (home / "forecasts").exists()
+    assert not (home / "prefect" / "prefect.db").exists()

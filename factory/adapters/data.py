@@ -7,10 +7,15 @@ import io
 import fsspec
 import pandas as pd
 
-from factory.core.contract import DataError
+from factory.core.contract import DataError, parse_dates
 
 KEY_COLUMNS = ("unique_id", "ds", "y")
 DATA_SUFFIXES = (".parquet", ".csv")
+# pandas' default missing-value markers (read_csv docs): used for every column but unique_id
+CSV_NA_VALUES = (
+    *("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"),
+    *("<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"),
+)
 
 
 class NoDataFiles(DataError):
@@ -33,31 +38,67 @@ def list_data_files(url: str) -> list[str]:
 
 
 def read_file(url: str) -> pd.DataFrame:
-    """One data file in the `unique_id, ds, y [, exogenous...]` contract."""
+    """One data file in the `unique_id, ds, y [, exogenous...]` contract.
+
+    Ids are strings exactly as written: in a CSV, `null`, `NA` or an empty field is an id too
+    (other columns keep pandas' usual missing-value markers); numeric parquet ids become their
+    string form. Timestamps with a UTC offset or time zone are read as the local wall-clock time
+    they state (the offset is dropped), so daily, weekly and monthly data keep their calendar
+    dates across DST changes; every date returned is tz-naive. A `ds` or number that does not
+    parse is left as written, for validation to quarantine its product with the value; a file
+    with no rows, or whose ds or y column holds nothing that parses, is a DataError.
+    """
     with fsspec.open(url, "rb") as fh:
         raw = fh.read()
     try:
-        if url.endswith(".parquet"):
-            frame = pd.read_parquet(io.BytesIO(raw))
-        else:
-            frame = pd.read_csv(io.BytesIO(raw))
+        frame = pd.read_parquet(io.BytesIO(raw)) if url.endswith(".parquet") else _read_csv(raw)
     except Exception as exc:
         raise DataError(f"{url}: cannot be read ({exc})") from None
     missing = [c for c in KEY_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{url}: missing column(s) {', '.join(missing)}; expected unique_id, ds, y")
-    try:
-        frame["ds"] = pd.to_datetime(frame["ds"])
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{url}: column ds holds values that are not dates ({exc})") from None
+    if not len(frame):
+        raise DataError(f"{url}: no rows (only the column names)")
     frame["unique_id"] = frame["unique_id"].astype("string")
+    dates = parse_dates(frame["ds"])
+    _refuse_unparseable(url, frame, dates)
+    if dates.notna().sum() == frame["ds"].notna().sum():  # else validation names the bad ones
+        frame["ds"] = dates
     return frame
+
+
+def _read_csv(raw: bytes) -> pd.DataFrame:
+    """A CSV with unique_id read as written (no missing-value markers), other columns as usual."""
+    columns = pd.read_csv(io.BytesIO(raw), nrows=0).columns
+    na_values = {c: list(CSV_NA_VALUES) for c in columns if c != "unique_id"}
+    return pd.read_csv(
+        io.BytesIO(raw), dtype={"unique_id": str}, keep_default_na=False, na_values=na_values
+    )
+
+
+def _refuse_unparseable(url: str, frame: pd.DataFrame, dates: pd.Series) -> None:
+    """A DataError when no ds value is a date or no y value is a number."""
+    ds = frame["ds"].dropna()
+    if len(ds) and dates.isna().all():
+        raise DataError(f"{url}: column ds holds no dates (e.g. {ds.iloc[0]!r})")
+    y = frame["y"].dropna()
+    if len(y) and pd.to_numeric(y, errors="coerce").isna().all():
+        raise DataError(f"{url}: column y holds no numbers (e.g. {y.iloc[0]!r})")
 
 
 def read_panel(url: str) -> pd.DataFrame:
     """All files under a folder URL, concatenated in file order."""
     frames = [read_file(f) for f in list_data_files(url)]
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def parsed_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose ds is a date and y a number, typed (for readers that do not validate:
+    validation quarantines the products of the other rows)."""
+    ds = parse_dates(frame["ds"])
+    y = pd.to_numeric(frame["y"], errors="coerce")
+    ok = ds.notna() & y.notna()
+    return frame.assign(ds=ds, y=y).loc[ok]
 
 
 def write_panel(frame: pd.DataFrame, url: str, name: str = "sales.parquet") -> str:

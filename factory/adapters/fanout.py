@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +31,72 @@ def ensure_ray(settings: Settings) -> dict[str, Any]:
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         else:
-            temp = os.path.join(tempfile.gettempdir(), f"factory-ray-{os.getuid()}")
+            temp = ray_temp_dir()
             # Ray stops the local node it starts here at exit (its atexit hook, and a reaper
-            # process when the driver is killed); it only leaves the session folder behind.
-            ray.init(
-                num_cpus=settings.ray_num_cpus or os.cpu_count(),
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-                _temp_dir=temp,
-            )
+            # process when the driver is killed); it would leave the session folder behind.
+            with _without_token_auth_notice():
+                ray.init(
+                    num_cpus=settings.ray_num_cpus or os.cpu_count(),
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                    _temp_dir=temp,
+                )
+            atexit.register(_stop_and_remove_session, (Path(temp) / "session_latest").resolve())
             removed = prune_ray_sessions(Path(temp))
             if removed:
                 log.info("removed %d old Ray session folder(s) from %s", len(removed), temp)
     info: dict[str, Any] = {"gcs": ray.get_runtime_context().gcs_address, "nodes": len(ray.nodes())}
     info |= {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "memory")}
     return info
+
+
+# Ray's unix sockets live at <temp>/session_<date>_<time>_<us>_<pid>/sockets/plasma_store, and
+# AF_UNIX paths stop at 107 bytes: the session part takes up to 66 of them.
+MAX_RAY_TEMP_LEN = 40
+
+
+def ray_temp_dir() -> str:
+    """Where a local Ray keeps its session: the system temp folder (TMPDIR), or /tmp when that
+    path is too long for Ray's sockets."""
+    temp = os.path.join(tempfile.gettempdir(), f"factory-ray-{os.getuid()}")
+    return temp if len(temp) <= MAX_RAY_TEMP_LEN else f"/tmp/factory-ray-{os.getuid()}"
+
+
+def _stop_and_remove_session(session: Path) -> None:
+    """At exit (before Ray's own hook): stop the local node, then remove its session folder."""
+    ray.shutdown()
+    if _SESSION.fullmatch(session.name):
+        shutil.rmtree(session, ignore_errors=True)
+        latest = session.parent / "session_latest"
+        if latest.is_symlink() and not latest.exists():
+            latest.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            session.parent.rmdir()  # only when no other session is left
+
+
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+class _TokenAuthNotice(logging.Filter):
+    """Drops Ray's notice that it turned token authentication on, and nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+@contextlib.contextmanager
+def _without_token_auth_notice() -> Iterator[None]:
+    """A local cluster Ray starts gets token authentication (a token in ~/.ray/auth_token)
+    unless RAY_AUTH_MODE says otherwise, and Ray warns about it on every start. Keep the
+    protection, drop the notice: RAY_AUTH_MODE cannot say "token" from here, since Ray reads
+    it once when imported (set it before the process starts; Ray is then silent itself)."""
+    logger, notice = logging.getLogger(TOKEN_AUTH_LOGGER), _TokenAuthNotice()
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
 
 
 def prune_ray_sessions(temp_dir: Path) -> list[Path]:

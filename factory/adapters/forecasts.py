@@ -12,9 +12,10 @@ import pandas as pd
 from pydantic import BaseModel
 
 from factory.adapters.files import atomic_write
-from factory.adapters.registry.names import NoModelError
+from factory.adapters.registry.names import PRODUCTION, STAGING, NoModelError
 from factory.adapters.registry.registry import Registry
 from factory.core.errors import UserError
+from factory.core.outcomes import name_ids
 
 # Loading a models-from-code pyfunc runs its code file, which hands the model over through a
 # process-wide slot (`mlflow.models.set_model`): concurrent loads can swap models. Serialise.
@@ -25,15 +26,39 @@ FORECAST_KEYS = ["unique_id", "model_name", "model_version", "ds"]
 class ForecastError(UserError, RuntimeError):
     """No forecast could be made."""
 
+    hint = "`factory status` shows which products have models; `factory train` registers them"
+
 
 class ForecastReport(BaseModel):
-    """Where the forecasts went and which products had no model."""
+    """Where the forecasts went (None: nothing written), which products failed and why, and
+    which asked-for products have no serving model."""
 
-    url: str
+    url: str | None
     rows: int
     products: int
     missing: dict[str, str]
     history_url: str | None = None
+    unknown: list[str] = []
+
+
+def served_product_ids(registry: Registry) -> list[str]:
+    """Products with a production model, or a staging one when none is in production."""
+    return sorted(set(registry.current_models(PRODUCTION)) | set(registry.current_models(STAGING)))
+
+
+def choose_products(served: list[str], asked: list[str] | None) -> tuple[list[str], list[str]]:
+    """(products to forecast, asked-for products without a serving model): all served ones
+    by default. Raises ForecastError when there is nothing to forecast."""
+    if not asked:
+        if not served:
+            raise ForecastError("no product has a registered model yet; run `factory train` first")
+        return served, []
+    serving = set(served)
+    asked = list(dict.fromkeys(asked))
+    unknown = [p for p in asked if p not in serving]
+    if len(unknown) == len(asked):
+        raise ForecastError(f"unknown product(s): {name_ids(unknown)} (no registered model)")
+    return [p for p in asked if p in serving], unknown
 
 
 def forecast_product(registry: Registry, product_id: str, horizon: int | None) -> pd.DataFrame:

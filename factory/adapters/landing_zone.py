@@ -131,6 +131,7 @@ def quarantine_rows(
     ids = frame["unique_id"].astype("object").where(frame["unique_id"].notna(), MISSING_ID)
     rows = frame.loc[ids.isin(list(reasons))].copy()
     rows["reason"] = ids[rows.index].map(lambda p: "; ".join(reasons.get(p, [])))
+    rows = rows.astype({c: "string" for c in rows.columns if rows[c].dtype == object})  # as written
     path = folder / f"{sha[:16]}.parquet"
     rows.to_parquet(path, index=False)
     return path

@@ -23,8 +23,8 @@ from pathlib import Path
 import sqlalchemy
 from filelock import FileLock, Timeout
 
-from factory.settings import Settings
 from factory.core.errors import UserError
+from factory.settings import Settings
 
 LOCK_FILE = "train.lock"
 POLL_S = 1.0

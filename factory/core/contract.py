@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from factory.core.errors import UserError
 from factory.core.fleet import FamilySpec, FleetSpec
 from factory.core.forecaster import Series as ProductSeries
-from factory.core.errors import UserError
+from factory.core.naming import slug_collisions
 
 MISSING_ID = "<missing unique_id>"
+NUMERIC_COLUMNS = ("y", "price", "promo")  # the schema's number columns; exogenous ones join them
+MAX_ABS_VALUE = 1e15
+"""Largest magnitude accepted in y and in exogenous columns (`y too large` beyond it).
+
+No sales figure or price comes near it: beyond it float64 no longer holds whole numbers exactly
+(2**53 is about 9e15) and training's sums and squares overflow to inf and NaN (a single 1e300
+spike does), so a larger value is treated as corrupt data and its product is quarantined.
+"""
+DAY_NS = 86_400 * 10**9  # one day in nanoseconds
+NO_STEP = np.iinfo(np.int64).max  # a product's step statistic when it has no such step
 
 
 class DataError(UserError, ValueError):
@@ -35,12 +49,30 @@ class SalesHistory(pa.DataFrameModel):
         coerce = True
 
 
-def sales_schema(as_of: pd.Timestamp) -> pa.DataFrameSchema:
-    """SalesHistory plus the rule that no date lies after `as_of`."""
+SANE_NUMBERS = (
+    pa.Check(lambda s: ~np.isinf(s), name="finite", error="finite"),
+    pa.Check(lambda s: ~np.isfinite(s) | (s.abs() <= MAX_ABS_VALUE), name="bounded"),
+)
+
+
+def sales_schema(as_of: pd.Timestamp, exogenous: Sequence[str] = ()) -> pa.DataFrameSchema:
+    """SalesHistory plus: no date after `as_of`; finite numbers up to MAX_ABS_VALUE in y,
+    price, promo and the named exogenous columns (numbers, nulls allowed)."""
     schema = SalesHistory.to_schema()
+    extra = [c for c in dict.fromkeys(exogenous) if c not in schema.columns]
+    schema = schema.add_columns(
+        {c: pa.Column(float, nullable=True, coerce=True, required=False) for c in extra}
+    )
+    for name in [*NUMERIC_COLUMNS, *extra]:
+        schema = schema.update_column(name, checks=[*schema.columns[name].checks, *SANE_NUMBERS])
     return schema.update_column(
         "ds", checks=[pa.Check.le(as_of, error=f"no future dates (after {as_of.date()})")]
     )
+
+
+def exogenous_columns(fleet: FleetSpec) -> list[str]:
+    """Every exogenous column some family of the fleet uses, sorted."""
+    return sorted({c for f in fleet.families for c in f.features.exogenous})
 
 
 @dataclass
@@ -65,24 +97,37 @@ class ValidationReport:
         total = len(self.valid_ids) + len(self.quarantined)
         return len(self.quarantined) / total if total else 0.0
 
+    def as_dict(self) -> dict[str, object]:
+        """The report as plain data (`factory validate --json`)."""
+        return {
+            "rows": self.n_rows,
+            "products": self.n_products,
+            "ready": self.assignment,
+            "quarantined": self.quarantined,
+            "unassigned": self.unassigned,
+        }
+
 
 def validate_panel(
     frame: pd.DataFrame, fleet: FleetSpec, as_of: pd.Timestamp | None = None
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Validate lazily, quarantine failing products with reasons, return the clean panel."""
-    clean, found = validate_rows(frame, as_of or pd.Timestamp.now())
+    for family in fleet.families:
+        _check_exogenous(frame, family)
+    exog = exogenous_columns(fleet)
+    clean, found = validate_rows(frame, as_of or pd.Timestamp.now(), exog)
     reasons: dict[str, list[str]] = defaultdict(list, found)
-    clean = clean.sort_values(["unique_id", "ds"], kind="stable").reset_index(drop=True)
-
-    all_ids = {str(i) for i in frame["unique_id"].dropna().unique()} | set(reasons)
+    clean = sort_panel(clean)
+    stats = product_stats(clean, fleet)
+    all_ids = set(stats.index) | set(reasons)  # a product is either all clean or has reasons
     assignment = fleet.assign(all_ids - {MISSING_ID})
     covered = {pid for ids in assignment.values() for pid in ids}
+    for pid, others in slug_collisions(sorted(covered)).items():
+        reasons[pid].extend(f"registry name collides with product {o!r}" for o in others)
     panel_end = clean["ds"].max() if len(clean) else None
     for family_name, ids in assignment.items():
-        family = fleet.family(family_name)
-        _check_exogenous(clean, family)
         good = [pid for pid in ids if pid not in reasons]
-        for pid, why in check_products(clean, good, family, panel_end).items():
+        for pid, why in check_products(stats, good, fleet.family(family_name), panel_end).items():
             reasons[pid].extend(why)
         assignment[family_name] = [pid for pid in ids if pid not in reasons]
 
@@ -101,29 +146,131 @@ def validate_panel(
 
 
 def validate_rows(
-    frame: pd.DataFrame, as_of: pd.Timestamp
+    frame: pd.DataFrame, as_of: pd.Timestamp, exogenous: Sequence[str] = ()
 ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """Row-level contract (types, y >= 0, no nulls, unique keys, no future dates).
+    """Row-level contract: parseable dates and numbers, non-blank ids, y >= 0, finite bounded
+    numbers, no nulls, unique keys, no future dates.
 
     Products with any failing row are held back whole, with their reasons (sorted by product);
-    column-wide problems raise DataError.
+    column-wide problems raise DataError. `exogenous` columns present in the frame must hold
+    numbers too.
     """
     as_of = as_of.normalize()
     frame = frame.reset_index(drop=True)  # pandera reports row labels; make them positions
-    reasons: dict[str, list[str]] = defaultdict(list)
+    present = [c for c in exogenous if c in frame.columns]
+    numeric = [c for c in dict.fromkeys([*NUMERIC_COLUMNS, *present]) if c in frame.columns]
+    frame, reasons = parse_columns(frame, numeric)
+    schema = sales_schema(as_of, present)
+    checked = frame.loc[~frame["unique_id"].isin(list(reasons))] if reasons else frame
     try:
-        clean = sales_schema(as_of).validate(frame, lazy=True)
+        clean = schema.validate(checked, lazy=True)
     except pa.errors.SchemaErrors as exc:
         _collect_schema_failures(frame, exc.failure_cases, reasons)
         ok = frame["unique_id"].notna() & ~frame["unique_id"].isin(list(reasons))
-        clean = sales_schema(as_of).validate(frame.loc[ok], lazy=False)
+        clean = schema.validate(frame.loc[ok], lazy=False)
     return clean.reset_index(drop=True), dict(sorted(reasons.items()))
+
+
+def parse_columns(
+    frame: pd.DataFrame, numeric: Sequence[str]
+) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """Dates in ds and numbers in the numeric columns, parsed from raw values, and the reasons of
+    the products that hold a blank id or values that do not parse."""
+    reasons: dict[str, list[str]] = defaultdict(list)
+    for pid in blank_ids(frame["unique_id"]):
+        reasons[pid].append("blank unique_id")
+    parsed = frame.assign(ds=parse_dates(frame["ds"]))
+    for pid, why in _unparsed(frame, parsed, "ds", "unparseable ds", dated=False).items():
+        reasons[pid].append(why)
+    for column in numeric:
+        if pd.api.types.is_numeric_dtype(frame[column].dtype):
+            continue
+        parsed[column] = pd.to_numeric(frame[column], errors="coerce")
+        for pid, why in _unparsed(frame, parsed, column, f"non-numeric {column}").items():
+            reasons[pid].append(why)
+    return parsed, reasons
+
+
+def blank_ids(ids: pd.Series) -> list[str]:
+    """Ids that are empty or only whitespace (a null id is missing, not blank)."""
+    return sorted(str(p) for p in ids.dropna().unique() if not str(p).strip())
+
+
+def parse_dates(values: pd.Series) -> pd.Series:
+    """Dates as tz-naive timestamps; NaT where a value is missing or cannot be parsed.
+
+    A timestamp with a UTC offset or time zone reads as the local wall-clock time it states (the
+    offset is dropped), so daily, weekly and monthly data keep their calendar dates across DST.
+    """
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_localize(None)
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        return values
+    codes, distinct = pd.factorize(values)  # few distinct dates, even in a large panel
+    parsed = _parse_distinct(pd.Index(distinct))
+    return pd.Series(
+        parsed.take(codes, allow_fill=True, fill_value=pd.NaT), index=values.index, name="ds"
+    )
+
+
+def _parse_distinct(values: pd.Index) -> pd.DatetimeIndex:
+    """All values at once when they share one format and zone; else one by one."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
+            parsed = pd.DatetimeIndex(pd.to_datetime(values))
+    except (ValueError, TypeError, OverflowError):
+        parsed = pd.DatetimeIndex([_parse_one(v) for v in values])
+    return parsed.tz_localize(None) if parsed.tz is not None else parsed
+
+
+def _parse_one(value: Any) -> pd.Timestamp:
+    """One date as its wall-clock time, or NaT."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        return pd.NaT
+    return stamp.tz_localize(None) if stamp.tzinfo is not None else stamp
+
+
+def _unparsed(
+    raw: pd.DataFrame, parsed: pd.DataFrame, column: str, what: str, dated: bool = True
+) -> dict[str, str]:
+    """`<what> (e.g. <raw value> on <date>)` for each product with a value that did not parse."""
+    bad = parsed[column].isna() & raw[column].notna()
+    if not bad.any():
+        return {}
+    rows = pd.DataFrame(
+        {
+            "pid": raw.loc[bad, "unique_id"],
+            "value": raw.loc[bad, column],
+            "ds": parsed.loc[bad, "ds"],
+        }
+    ).drop_duplicates("pid")
+    return {
+        _product(pid): f"{what} {_example(value, ds if dated else None)}"
+        for pid, value, ds in rows.itertuples(index=False)
+    }
+
+
+def _product(pid: Any) -> str:
+    return pid if isinstance(pid, str) else MISSING_ID
+
+
+def _example(value: Any, date: Any) -> str:
+    if date is None or pd.isna(date):
+        return f"(e.g. {value!r})"
+    return f"(e.g. {value!r} on {pd.Timestamp(date).date()})"
 
 
 def _collect_schema_failures(
     frame: pd.DataFrame, cases: pd.DataFrame, reasons: dict[str, list[str]]
 ) -> None:
-    """Turn pandera failure cases into per-product reasons; column-wide failures raise."""
+    """Turn pandera failure cases into per-product reasons; column-wide failures raise.
+
+    A bad value gets one reason, the most specific (-inf is non-finite, not negative); a product
+    gets each kind of reason once, with its first example.
+    """
     whole_column = cases[cases["index"].isna()]
     if len(whole_column):
         first = whole_column.iloc[0]
@@ -131,16 +278,17 @@ def _collect_schema_failures(
     ids = frame["unique_id"].astype("object").to_numpy()
     dates = frame["ds"].to_numpy()
     seen: set[tuple[str, str]] = set()
-    for column, check, value, index in cases[
-        ["column", "check", "failure_case", "index"]
-    ].itertuples(index=False):
-        row = int(index)
-        pid = ids[row] if isinstance(ids[row], str) else MISSING_ID
+    cells: set[tuple[str, int]] = set()
+    rank = ~cases["check"].isin([c.name for c in SANE_NUMBERS])
+    ordered = cases.assign(rank=rank).sort_values("rank", kind="stable")
+    columns = ["column", "check", "failure_case", "index"]
+    for column, check, value, index in ordered[columns].itertuples(index=False):
+        cell, pid = (str(column), int(index)), _product(ids[int(index)])
         reason = _reason(str(column), str(check))
-        if (pid, reason) in seen:
-            continue
-        seen.add((pid, reason))
-        reasons[pid].append(f"{reason} (e.g. {value!r} on {pd.Timestamp(dates[row]).date()})")
+        if cell not in cells and (pid, reason) not in seen:
+            seen.add((pid, reason))
+            reasons[pid].append(f"{reason} {_example(value, dates[int(index)])}")
+        cells.add(cell)
 
 
 def _reason(column: str, check: str) -> str:
@@ -152,6 +300,10 @@ def _reason(column: str, check: str) -> str:
         return f"negative {column}"
     if check.startswith("no future dates"):
         return f"future ds: {check}"
+    if check == "finite":
+        return f"non-finite {column}"
+    if check == "bounded":
+        return f"{column} too large"
     return f"{column} fails {check}"
 
 
@@ -164,57 +316,154 @@ def _check_exogenous(frame: pd.DataFrame, family: FamilySpec) -> None:
         )
 
 
-def periods_between(start: pd.Timestamp, end: pd.Timestamp, freq: str) -> int:
-    """Number of periods from start to end inclusive at a frequency (D, W or MS)."""
+def periods_between(start: Any, end: Any, freq: str) -> np.ndarray:
+    """Number of periods from start to end inclusive at a frequency (D, W or MS), elementwise."""
+    s = np.asarray(start, dtype="datetime64[ns]")
+    e = np.asarray(end, dtype="datetime64[ns]")
     if freq == "D":
-        return int((end - start).days) + 1
+        return (e - s) // np.timedelta64(1, "D") + 1
     if freq == "W":
-        return int((end - start).days) // 7 + 1
-    return (end.year - start.year) * 12 + end.month - start.month + 1
+        return (e - s) // np.timedelta64(7, "D") + 1
+    months = e.astype("datetime64[M]") - s.astype("datetime64[M]")
+    return months.astype(np.int64) + 1
+
+
+def sort_panel(panel: pd.DataFrame) -> pd.DataFrame:
+    """The panel in (unique_id, ds) order with a fresh index; one already in order is not sorted."""
+    codes, _ = pd.factorize(panel["unique_id"], sort=True)
+    ds = panel["ds"].to_numpy("datetime64[ns]").view(np.int64)
+    by_id, by_date = np.diff(codes), np.diff(ds)
+    if np.all((by_id > 0) | ((by_id == 0) & (by_date >= 0))):
+        return panel.reset_index(drop=True)
+    return panel.take(np.lexsort((ds, codes))).reset_index(drop=True)
+
+
+def product_stats(panel: pd.DataFrame, fleet: FleetSpec) -> pd.DataFrame:
+    """Per-product facts of a panel sorted by (unique_id, ds), in one vectorised pass.
+
+    Columns: n, total (of y), first, last, sub_daily (a time other than midnight), min_step
+    (smallest step between consecutive dates, ns), odd_step (smallest step that is not whole
+    weeks), `null <column>` per exogenous column of the fleet and, when a family is monthly,
+    off_month (first date not on the 1st of a month, ns). Step and date statistics are NO_STEP
+    where a product has no such step or date.
+    """
+    exogenous = exogenous_columns(fleet)
+    codes, ids = pd.factorize(panel["unique_id"])
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])[: len(codes)]
+    if np.any(np.diff(codes[starts]) <= 0):
+        raise ValueError("product_stats needs a panel sorted by unique_id")
+    ds = panel["ds"].to_numpy("datetime64[ns]").view(np.int64)
+    step = np.diff(ds, prepend=ds[:1])
+    step[starts] = NO_STEP
+
+    def least(values: np.ndarray) -> np.ndarray:
+        return np.minimum.reduceat(values, starts)
+
+    def anywhere(values: np.ndarray) -> np.ndarray:
+        return np.logical_or.reduceat(values, starts)
+
+    stats = {
+        "n": np.diff(np.r_[starts, len(ds)]),
+        "total": np.add.reduceat(panel["y"].to_numpy(dtype="float64"), starts),
+        "first": ds[starts].view("datetime64[ns]"),
+        "last": np.maximum.reduceat(ds, starts).view("datetime64[ns]"),
+        "sub_daily": anywhere(ds % DAY_NS != 0),
+        "min_step": least(step),
+        "odd_step": least(np.where(step % (7 * DAY_NS) != 0, step, NO_STEP)),
+    }
+    if any(f.frequency == "MS" for f in fleet.families):
+        month_start = ds.view("datetime64[ns]").astype("datetime64[M]").astype("datetime64[ns]")
+        stats["off_month"] = least(np.where(month_start.view(np.int64) != ds, ds, NO_STEP))
+    for c in exogenous:
+        stats[f"null {c}"] = anywhere(panel[c].isna().to_numpy())
+    return pd.DataFrame(stats, index=pd.Index(np.asarray(ids, dtype=object)[codes[starts]]))
 
 
 def check_products(
-    frame: pd.DataFrame, ids: list[str], family: FamilySpec, panel_end: pd.Timestamp | None
+    stats: pd.DataFrame, ids: list[str], family: FamilySpec, panel_end: pd.Timestamp | None
 ) -> dict[str, list[str]]:
-    """Per-product fitness for one family: history length, gaps, all-zero, stale, null inputs."""
+    """Per-product fitness for one family, from `product_stats`: frequency, history length,
+    all-zero, gaps, stale, null inputs."""
     if not ids or panel_end is None:
         return {}
-    sub = frame.loc[frame["unique_id"].isin(ids)]
-    stats = sub.groupby("unique_id", observed=True).agg(
-        n=("y", "size"), total=("y", "sum"), first=("ds", "min"), last=("ds", "max")
-    )
-    nulls = (
-        sub[list(family.features.exogenous)].isna().groupby(sub["unique_id"]).any()
-        if family.features.exogenous
-        else None
-    )
-    out: dict[str, list[str]] = {}
-    freq, need = family.frequency, family.min_history
-    for pid, row in stats.iterrows():
-        why = []
-        expected = periods_between(row["first"], row["last"], freq)
-        if row["n"] < need:
-            why.append(f"too short: {row['n']} periods, family {family.name!r} needs {need}")
-        if row["total"] == 0:
-            why.append("all-zero demand")
-        if expected > row["n"] and not family.validation.allow_gaps:
-            why.append(f"gaps: {expected - row['n']} missing periods in its history")
-        behind = periods_between(row["last"], panel_end, freq) - 1
-        if behind > family.validation.max_stale_periods:
-            why.append(f"stale: last observation {row['last'].date()}, {behind} periods old")
-        if nulls is not None:
-            bad = [c for c in nulls.columns if bool(nulls.at[pid, c])]
-            why.extend(f"null {c}" for c in bad)
-        if why:
-            out[str(pid)] = why
-    missing = set(ids) - set(stats.index.astype(str))
-    out.update({pid: ["no rows"] for pid in missing})
+    out: dict[str, list[str]] = {pid: ["no rows"] for pid in ids if pid not in stats.index}
+    s = stats.loc[[pid for pid in ids if pid in stats.index]]
+    checks = [
+        _frequency(s, family),
+        _too_short(s, family),
+        {pid: "all-zero demand" for pid in s.index[s["total"] == 0]},
+        _gaps(s, family),
+        _stale(s, family, panel_end),
+        *({pid: f"null {c}" for pid in s.index[s[f"null {c}"]]} for c in family.features.exogenous),
+    ]
+    for found in checks:
+        for pid, why in found.items():
+            out.setdefault(pid, []).append(why)
     return out
+
+
+def _frequency(s: pd.DataFrame, family: FamilySpec) -> dict[str, str]:
+    """Products whose date spacing disagrees with the family's frequency.
+
+    D: at least one 1-day step (when there are several dates); W: every step whole weeks; MS:
+    every date on the 1st of a month. Any time other than midnight is sub-daily, for all three.
+    """
+    out = {pid: "frequency: sub-daily timestamps" for pid in s.index[s["sub_daily"]]}
+    s = s.loc[~s["sub_daily"]]
+    expects = f"family {family.name!r} expects {family.frequency}"
+    if family.frequency == "D":
+        bad = s.loc[(s["n"] > 1) & (s["min_step"] != DAY_NS), "min_step"]
+    elif family.frequency == "W":
+        bad = s.loc[s["odd_step"] != NO_STEP, "odd_step"]
+    else:
+        off = s.loc[s["off_month"] != NO_STEP]
+        bad = off.loc[off["min_step"] < 28 * DAY_NS, "min_step"]
+        out |= {
+            pid: f"frequency: dates not on the 1st of a month (e.g. {_day(at)}), {expects}"
+            for pid, at in off.loc[off["min_step"] >= 28 * DAY_NS, "off_month"].items()
+        }
+    days = bad // DAY_NS
+    return out | {
+        pid: f"frequency: dates are {n} day{'s' * (n != 1)} apart, {expects}"
+        for pid, n in days.items()
+    }
+
+
+def _day(ns: int) -> str:
+    return str(pd.Timestamp(ns).date())
+
+
+def _too_short(s: pd.DataFrame, family: FamilySpec) -> dict[str, str]:
+    need = family.min_history
+    return {
+        pid: f"too short: {n} periods, family {family.name!r} needs {need}"
+        for pid, n in s.loc[s["n"] < need, "n"].items()
+    }
+
+
+def _gaps(s: pd.DataFrame, family: FamilySpec) -> dict[str, str]:
+    if family.validation.allow_gaps:
+        return {}
+    expected = periods_between(s["first"], s["last"], family.frequency)
+    missing = pd.Series(expected - s["n"].to_numpy(), index=s.index)
+    return {
+        pid: f"gaps: {m} missing periods in its history" for pid, m in missing[missing > 0].items()
+    }
+
+
+def _stale(s: pd.DataFrame, family: FamilySpec, panel_end: pd.Timestamp) -> dict[str, str]:
+    behind = pd.Series(periods_between(s["last"], panel_end, family.frequency) - 1, index=s.index)
+    return {
+        pid: f"stale: last observation {s.at[pid, 'last'].date()}, {b} periods old"
+        for pid, b in behind[behind > family.validation.max_stale_periods].items()
+    }
 
 
 def product_arrays(frame: pd.DataFrame, columns: list[str]) -> dict[str, dict[str, np.ndarray]]:
     """Split a sorted panel into per-product arrays (ds, y and the named columns)."""
     out: dict[str, dict[str, np.ndarray]] = {}
+    if not len(frame):
+        return out
     ids = frame["unique_id"].to_numpy()
     bounds = np.flatnonzero(ids[1:] != ids[:-1]) + 1
     starts = np.concatenate([[0], bounds])
@@ -232,8 +481,7 @@ def fleet_series(
     clean: pd.DataFrame, fleet: FleetSpec, assignment: dict[str, list[str]]
 ) -> dict[str, ProductSeries]:
     """Each valid product's series with its family's exogenous columns."""
-    exog = sorted({c for f in fleet.families for c in f.features.exogenous})
-    arrays = product_arrays(clean, exog)
+    arrays = product_arrays(clean, exogenous_columns(fleet))
     out: dict[str, ProductSeries] = {}
     for family, ids in assignment.items():
         cols = fleet.family(family).features.exogenous

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
 from factory.core.errors import UserError
 
 
@@ -234,6 +235,8 @@ def load_fleet(path: Path | str) -> LoadedFleet:
         raw = path.read_bytes()
     except OSError as exc:
         raise FleetError(f"{path}: cannot read fleet file ({exc.strerror})") from None
+    if b"\x00" in raw:
+        raise FleetError(f"{path}: not a text file (binary content); expected a fleet.yaml")
     text = raw.decode("utf-8", errors="replace")
     try:
         node = yaml.compose(text)
@@ -241,14 +244,49 @@ def load_fleet(path: Path | str) -> LoadedFleet:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise FleetError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line
+        raise FleetError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise FleetError(f"{path}: expected a mapping with 'families' at the top level")
+    if dupes := _duplicated_keys(node):
+        raise FleetError("\n".join(f"{path}:{line}: {msg}" for line, msg in dupes))
     try:
         spec = FleetSpec.model_validate(data)
     except ValidationError as exc:
         raise FleetError(_describe(exc, node, path)) from None
     return LoadedFleet(spec, path, hashlib.sha256(raw).hexdigest())
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"  # `<<: *base`: its keys may be overridden, not duplicated
+
+
+def _duplicated_keys(
+    node: yaml.Node | None, dotted: str = "", seen: set[int] | None = None
+) -> list[tuple[int, str]]:
+    """(line, `families[0].horizon: duplicated key (first at line 9)`) for every key given twice
+    in one mapping, at any depth (YAML keeps the last silently)."""
+    seen = set() if seen is None else seen
+    if node is None or id(node) in seen:
+        return []  # an alias repeats a node already checked where its anchor was defined
+    seen.add(id(node))
+    found: list[tuple[int, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == MERGE_TAG:
+                found += _duplicated_keys(value, dotted, seen)
+                continue
+            here, line = f"{dotted}.{key.value}".lstrip("."), key.start_mark.line + 1
+            if (key.tag, key.value) in first:
+                found.append(
+                    (line, f"{here}: duplicated key (first at line {first[key.tag, key.value]})")
+                )
+            first.setdefault((key.tag, key.value), line)
+            found += _duplicated_keys(value, here, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found += _duplicated_keys(item, f"{dotted}[{i}]", seen)
+    return found
 
 
 def _describe(exc: ValidationError, root: yaml.Node | None, path: Path) -> str:

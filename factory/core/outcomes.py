@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
 from pydantic import BaseModel
 
 from factory.core.contract import ValidationReport
+from factory.core.errors import UserError
 from factory.core.fleet import FleetSpec, Shard
 from factory.core.training import ChampionRef, ProductOutcome
-from factory.core.errors import UserError
 
 
 class BudgetExceeded(UserError, RuntimeError):
@@ -91,11 +91,67 @@ class FleetSummary(BaseModel):
         return f"{self.products} products in {self.wall_s:.1f}s: {parts}"
 
 
-def restrict(report: ValidationReport, products: Iterable[str] | None) -> ValidationReport:
-    """Keep only the named products in the report (all when None)."""
+class UnknownProducts(UserError, LookupError):
+    """None of the products asked for can be trained: not in the data, or in no family."""
+
+    hint = "`factory validate` shows the products in the data and the families they are in"
+
+
+def name_ids(ids: Iterable[str], limit: int = 10) -> str:
+    """`a, b, c` or `a, b, ... and 12 more` for messages about many products."""
+    ids = list(ids)
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return ", ".join(ids[:limit]) + more
+
+
+def unknown_products(
+    requested: Iterable[str], in_data: Collection[str], covered: Collection[str]
+) -> dict[str, str]:
+    """The requested products that cannot train, with why (not in the data, or in no family)."""
+    return {
+        p: "not in the sales data" if p not in in_data else "in no family of fleet.yaml"
+        for p in dict.fromkeys(requested)
+        if p not in covered
+    }
+
+
+def check_requested(
+    requested: Iterable[str], in_data: Collection[str], covered: Collection[str]
+) -> str | None:
+    """Raise UnknownProducts when none of the requested products can train; when only some
+    cannot, a warning naming them (None when all can)."""
+    asked = list(dict.fromkeys(requested))
+    unknown = unknown_products(asked, in_data, covered)
+    if not unknown:
+        return None
+    groups: dict[str, list[str]] = {}
+    for pid, why in unknown.items():
+        groups.setdefault(why, []).append(pid)
+    line = "unknown product(s): " + "; ".join(
+        f"{name_ids(ids)} ({why})" for why, ids in groups.items()
+    )
+    if len(unknown) == len(asked):
+        raise UnknownProducts(line)
+    return f"{line}; training the other {len(asked) - len(unknown)}"
+
+
+def restrict(
+    report: ValidationReport,
+    products: Iterable[str] | None,
+    warn: Callable[[str], object] | None = None,
+) -> ValidationReport:
+    """Keep only the named products in the report (all when None).
+
+    Raises UnknownProducts when none of them is in the data and covered by a family; when
+    only some are not, `warn` is told which."""
     if products is None:
         return report
-    keep = set(products)
+    asked = list(products)
+    keep = set(asked)
+    covered = {*report.valid_ids, *report.quarantined}
+    warning = check_requested(asked, covered | set(report.unassigned), covered)
+    if warning and warn is not None:
+        warn(warning)
     report.assignment = {f: [p for p in ids if p in keep] for f, ids in report.assignment.items()}
     report.quarantined = {p: r for p, r in report.quarantined.items() if p in keep}
     return report

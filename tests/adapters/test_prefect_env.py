@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import subprocess
@@ -11,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from factory.adapters.prefect_env import HEARTBEAT_SECONDS, prefect_defaults
+from factory.adapters.prefect_env import (
+    HEARTBEAT_SECONDS,
+    TELEMETRY_OFF,
+    UserErrorFilter,
+    prefect_defaults,
+    telemetry_defaults,
+)
+from factory.core.contract import DataError
 from tests.support.fleets import REPO
 
 HOME = Path("/srv/factory-home")
@@ -84,6 +92,51 @@ def test_a_chosen_heartbeat_frequency_is_kept(user_home: Path, source: str) -> N
             user_home, 'active = "dev"\n[profiles.dev]\nPREFECT_FLOWS_HEARTBEAT_FREQUENCY = 120\n'
         )
     assert "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" not in prefect_defaults(HOME, environ)
+
+
+def test_telemetry_is_off_unless_the_user_chose(user_home: Path) -> None:
+    assert telemetry_defaults({}) == TELEMETRY_OFF
+    assert set(TELEMETRY_OFF) == {
+        "PREFECT_SERVER_ANALYTICS_ENABLED",
+        "DO_NOT_TRACK",
+        "MLFLOW_DISABLE_TELEMETRY",
+    }
+    assert "DO_NOT_TRACK" not in telemetry_defaults({"DO_NOT_TRACK": "0"})
+    write_profiles(
+        user_home, 'active = "dev"\n[profiles.dev]\nPREFECT_SERVER_ANALYTICS_ENABLED = true\n'
+    )
+    assert "PREFECT_SERVER_ANALYTICS_ENABLED" not in telemetry_defaults({})
+
+
+def record(exc: BaseException) -> logging.LogRecord:
+    """The record Prefect's engine logs for a failed run: a message and the exception."""
+    try:
+        raise exc
+    except BaseException:
+        return logging.LogRecord(
+            "prefect.flow_runs",
+            logging.ERROR,
+            __file__,
+            1,
+            "Encountered exception: %r",
+            (exc,),
+            sys.exc_info(),
+        )
+
+
+def test_a_user_error_is_logged_as_its_message_without_traceback() -> None:
+    rec = record(DataError("sales.parquet: missing column(s) y"))
+
+    assert UserErrorFilter().filter(rec)
+    assert logging.Formatter().format(rec) == "sales.parquet: missing column(s) y"
+
+
+def test_any_other_exception_keeps_its_traceback() -> None:
+    rec = record(KeyError("family"))
+
+    assert UserErrorFilter().filter(rec)
+    text = logging.Formatter().format(rec)
+    assert text.startswith("Encountered exception: KeyError('family')\nTraceback")
 
 
 def test_factory_cli_on_embedded_defaults_puts_prefects_database_under_factory_home(

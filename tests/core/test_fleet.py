@@ -297,6 +297,88 @@ def test_duplicate_family_names_are_an_error(tmp_path):
     assert error.startswith(f"{path}:1: ")
 
 
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        families:
+          - name: a
+            horizon: 7
+            models: [{kind: ridge}]
+            horizon: 14
+            products: {all: true}
+        """,
+    )
+
+    error = load_error(path)
+
+    assert error == f"{path}:5: families[0].horizon: duplicated key (first at line 3)"
+
+
+def test_duplicated_keys_at_every_depth_give_one_line_each(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        shard_size: 10
+        families:
+          - name: a
+            models:
+              - {kind: lightgbm, num_leaves: 8, num_leaves: 16}
+            products: {all: true}
+        shard_size: 20
+        """,
+    )
+
+    assert load_error(path).splitlines() == [
+        f"{path}:5: families[0].models[0].num_leaves: duplicated key (first at line 5)",
+        f"{path}:7: shard_size: duplicated key (first at line 1)",
+    ]
+
+
+def test_merge_keys_and_aliases_are_not_duplicates(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        families:
+          - &base
+            name: a
+            horizon: 7
+            models: [{kind: ridge}]
+            products: {ids: [p1]}
+          - <<: *base
+            name: b
+            horizon: 14
+            products: {ids: [p2]}
+          - <<: *base
+            name: c
+            products: {ids: [p3]}
+        """,
+    )
+
+    spec = load_fleet(path).spec
+
+    assert [(f.name, f.horizon) for f in spec.families] == [("a", 7), ("b", 14), ("c", 7)]
+
+
+def test_a_duplicate_inside_an_anchor_is_reported_once_where_it_is_written(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        families:
+          - &base
+            name: a
+            models: [{kind: ridge}]
+            models: [{kind: lightgbm}]
+            products: {ids: [p1]}
+          - <<: *base
+            name: b
+            products: {ids: [p2]}
+        """,
+    )
+
+    assert load_error(path) == f"{path}:5: families[0].models: duplicated key (first at line 4)"
+
+
 IDS = ["grocery-1", "grocery-2", "grocery-90", "toys-1", "toys-2"]
 
 

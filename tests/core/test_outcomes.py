@@ -13,10 +13,12 @@ from factory.core.outcomes import (
     ProductRecord,
     Registered,
     ShardReport,
+    UnknownProducts,
     check_failure_budget,
     check_quarantine_budget,
     current_versions,
     failed_shard,
+    restrict,
     shard_records,
     skipped_record,
     summarize,
@@ -132,3 +134,42 @@ def test_a_shard_out_of_retries_fails_each_of_its_products_with_the_error() -> N
         ("b", "failed", None),
     ]
     assert records[0].reason == "shard s-0001 failed after its retries: RuntimeError: worker died"
+
+
+def test_restrict_keeps_only_the_asked_products() -> None:
+    warnings: list[str] = []
+    rep = restrict(report(3, 2), ["p1", "q0"], warnings.append)
+    assert rep.valid_ids == ["p1"]
+    assert list(rep.quarantined) == ["q0"]
+    assert warnings == []
+
+
+def test_restrict_warns_about_products_it_cannot_train_and_keeps_the_others() -> None:
+    rep = report(3, 0)
+    rep.unassigned = ["stray"]
+    warnings: list[str] = []
+    rep = restrict(rep, ["p0", "NOPE", "stray"], warnings.append)
+    assert rep.valid_ids == ["p0"]
+    assert warnings == [
+        "unknown product(s): NOPE (not in the sales data); stray (in no family of fleet.yaml);"
+        " training the other 1"
+    ]
+
+
+def test_restrict_refuses_when_no_asked_product_can_train() -> None:
+    rep = report(3, 1)
+    rep.unassigned = ["stray"]
+    with pytest.raises(UnknownProducts) as caught:
+        restrict(rep, ["NOPE", "stray", "NOPE"])
+    assert str(caught.value) == (
+        "unknown product(s): NOPE (not in the sales data); stray (in no family of fleet.yaml)"
+    )
+
+
+def test_many_unknown_products_are_named_in_one_short_line() -> None:
+    with pytest.raises(UnknownProducts) as caught:
+        restrict(report(1, 0), [f"x{i}" for i in range(25)])
+    assert str(caught.value) == (
+        "unknown product(s): x0, x1, x2, x3, x4, x5, x6, x7, x8, x9 and 15 more"
+        " (not in the sales data)"
+    )

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 from factory.core.errors import UserError
+from factory.core.naming import product_slug  # the pure rule lives in core; used here too
 
 STAGING, PRODUCTION = "staging", "production"
 CHAMPION_ALIAS, CANDIDATE_ALIAS = "champion", "candidate"
@@ -12,21 +11,12 @@ CURRENT_TAG = "factory.current"  # JSON {version, config, data_fingerprint} on t
 PRODUCT_TAG = "factory.product_id"
 FAMILY_TAG, ENVIRONMENT_TAG = "factory.family", "factory.environment"  # on each model
 TRAIN_KEY_TAG = "factory.train_key"  # on every version: the training key it was made from
-_SAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class NoModelError(UserError, LookupError):
     """A product has no model in the registry (never trained, quarantined or rejected)."""
 
     hint = "`factory status -p <product>` shows why; `factory train` registers winners"
-
-
-def product_slug(product_id: str) -> str:
-    """A name-safe form of any product id; a hash suffix keeps distinct ids distinct."""
-    slug = _SAFE.sub("_", product_id)[:80]
-    if slug != product_id:
-        slug += "-" + hashlib.sha256(product_id.encode()).hexdigest()[:8]
-    return slug
 
 
 def model_name(prefix: str, environment: str, product_id: str) -> str:

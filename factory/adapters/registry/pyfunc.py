@@ -9,7 +9,9 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import uuid
+import warnings
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -19,6 +21,9 @@ from urllib.parse import urlparse
 import mlflow
 import psutil
 from mlflow import MlflowClient
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema, TensorSpec
+from mlflow.types.schema import AnyType
 from mlflow.utils.file_utils import local_file_uri_to_path
 
 from factory.adapters.registry.names import product_slug
@@ -29,6 +34,24 @@ MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 FORECASTER_CODE = Path(forecaster.__file__)
 # What a registered model needs to load: the installed versions of exactly these packages.
 MODEL_PACKAGES = ("mlflow", "lightgbm", "scikit-learn", "skops", "pandas", "numpy")
+_TEMPLATE_LOCK = threading.Lock()  # shards register from several threads
+
+
+def model_signature(exogenous: tuple[str, ...] = ()) -> ModelSignature:
+    """What ProductForecaster.predict takes: `h` (periods ahead; 0 is the family's horizon), or
+    future `ds` with the family's exogenous columns, all optional (`ds` of any type: MLflow's
+    datetime refuses dates given as text); and what it returns: `unique_id, ds, yhat`."""
+    inputs: list[ColSpec | TensorSpec] = [
+        ColSpec("long", "h", required=False),
+        ColSpec(AnyType(), "ds", required=False),
+    ]
+    inputs += [ColSpec("double", name, required=False) for name in exogenous]
+    outputs: list[ColSpec | TensorSpec] = [
+        ColSpec("string", "unique_id"),
+        ColSpec("datetime", "ds"),
+        ColSpec("double", "yhat"),
+    ]
+    return ModelSignature(Schema(inputs), Schema(outputs))
 
 
 def pip_requirements() -> list[str]:
@@ -89,7 +112,10 @@ def save_pyfunc(o: ProductOutcome, path: Path) -> None:
     MLmodel lines are rewritten as text, since a YAML round trip costs 6 ms).
     """
     assert o.payload is not None and o.config_json is not None
-    shutil.copytree(_pyfunc_template(), path)
+    exogenous = tuple(json.loads(o.config_json)["features"]["exogenous"])
+    with _TEMPLATE_LOCK:
+        template = _pyfunc_template(exogenous)
+    shutil.copytree(template, path)
     art = path / "artifacts" / "model"
     manifest = {
         "product_id": o.product_id,
@@ -118,21 +144,27 @@ def _identity(key: str) -> str:
 
 
 @functools.cache
-def _pyfunc_template() -> Path:
-    """A pyfunc folder saved by MLflow itself, with empty model artifacts to fill in; its temp
-    folder is removed when this process exits (and by the next process, if this one is
-    killed: the folder is named after its process)."""
+def _pyfunc_template(exogenous: tuple[str, ...] = ()) -> Path:
+    """A pyfunc folder saved by MLflow itself, with empty model artifacts to fill in and the
+    signature of a family with these exogenous columns; its temp folder is removed when this
+    process exits (and by the next process, if this one is killed: the folder is named after
+    its process)."""
     _prune_templates()
     root = Path(tempfile.mkdtemp(prefix=f"factory-pyfunc-{os.getpid()}-"))
     atexit.register(_remove_template, root, os.getpid())
     (root / "model").mkdir()
-    mlflow.pyfunc.save_model(
-        path=str(root / "template"),
-        python_model=str(MODEL_CODE),
-        artifacts={"model": str(root / "model")},
-        code_paths=[str(FORECASTER_CODE)],
-        pip_requirements=pip_requirements(),
-    )
+    with warnings.catch_warnings():
+        # An input example costs a validation (and a log line) per process; the signature
+        # already says what the model takes.
+        warnings.filterwarnings("ignore", ".*An input example was not provided", UserWarning)
+        mlflow.pyfunc.save_model(
+            path=str(root / "template"),
+            python_model=str(MODEL_CODE),
+            artifacts={"model": str(root / "model")},
+            code_paths=[str(FORECASTER_CODE)],
+            pip_requirements=pip_requirements(),
+            signature=model_signature(exogenous),
+        )
     return root / "template"
 
 
