@@ -159,6 +159,11 @@ class NoStatus(UserError, LookupError):
 STATUSES = ("registered", "kept", "rejected", "failed", "quarantined", "skipped")
 
 
+def _id_cell(pid: str) -> str:
+    """A product id as a cell: quoted when blank or padded, so it can be told apart."""
+    return escape(repr(pid)) if pid != pid.strip() or not pid else escape(pid)
+
+
 def _cell(value: Any, fmt: str = "{}") -> str:
     """A table cell: blank for missing values (None or NaN)."""
     import pandas as pd
@@ -255,7 +260,7 @@ def validate(
     if report.quarantined:
         q = Table("product", "quarantined because", title=f"{len(report.quarantined)} quarantined")
         for pid, why in report.quarantined.items():
-            q.add_row(_cell(pid), _cell("; ".join(why)))
+            q.add_row(_id_cell(pid), _cell("; ".join(why)))
         console.print(q)
     console.print(
         f"{report.n_rows:,} rows, {report.n_products:,} products: {len(report.valid_ids):,} ready, "
@@ -366,7 +371,8 @@ def status(
     table = Table(*columns)
     for r in state.head(limit).itertuples():
         table.add_row(
-            *(_cell(getattr(r, c)) for c in ("product_id", "family", "status")),
+            _id_cell(str(r.product_id)),
+            *(_cell(getattr(r, c)) for c in ("family", "status")),
             *(
                 _cell(getattr(r, c))
                 for c in ("production_version", "staging_version", "model_kind")

@@ -225,7 +225,7 @@ def collisions() -> dict[str, tuple[str, str]]:
     """Pairs of ids that would share one registry name: name -> (id, id)."""
     from factory.core.naming import product_slug
 
-    return {"slug-lookalike": ("a/b", product_slug("a/b")), "case-only": ("Sku-1", "sku-1")}
+    return {"slug-lookalike": ("x/y", product_slug("x/y")), "case-only": ("Sku-1", "sku-1")}
 
 
 def id_cases() -> list[Case]:
