@@ -151,4 +151,4 @@ def install_user_error_filter() -> None:
 
 def retry_unless_user_error(task: Task, task_run: TaskRun, state: State) -> bool:
     """A task's `retry_condition_fn`: retry what may pass on another try, never a user mistake."""
-    return not isinstance(state.data, UserError)
+    return not isinstance(state.result(raise_on_failure=False), UserError)
