@@ -6,9 +6,8 @@ import functools
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,9 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from factory.adapters.data import list_data_files, read_panel, write_panel
+from factory.cli_errors import err, friendly, warn
 from factory.core.contract import DataError
 from factory.core.errors import UserError
-from factory.core.fleet import FleetError, load_fleet
+from factory.core.fleet import load_fleet
 from factory.settings import get_settings
 
 if TYPE_CHECKING:
@@ -31,8 +31,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
 FleetOpt = Annotated[Path, typer.Option("--fleet", "-f", help="Path to fleet.yaml.")]
 ProductsOpt = Annotated[
     str | None, typer.Option("--products", "-p", help="Comma-separated product ids (default: all).")
@@ -42,63 +40,6 @@ ProductsOpt = Annotated[
 # MLflow's client retries a failing request for minutes (7 retries, growing back-off, 120 s
 # timeouts): fine for a scheduled run, not for someone at a terminal. Unless set otherwise.
 MLFLOW_CLI_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
-
-
-def friendly(fn: F) -> F:
-    """Turn user mistakes (UserError) and known outages into one red line plus a hint (one
-    line per problem when there are several), exit code 2, without a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            _fail(exc, _user_hint(exc))
-        except Exception as exc:
-            hint = _outage_hint(exc)
-            if hint is None:
-                raise
-            _fail(exc, hint)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _fail(exc: BaseException, hint: str) -> None:
-    for line in str(exc).splitlines() or [type(exc).__name__]:
-        err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
-    err.print(f"[dim]hint: {escape(hint)}[/]", highlight=False, soft_wrap=True)
-    raise typer.Exit(2) from None
-
-
-def _user_hint(exc: UserError) -> str:
-    """The error's own hint, else one for its family of mistakes."""
-    if exc.hint != UserError.hint:
-        return exc.hint
-    from factory.adapters.lease import LeaseTimeout
-    from factory.core.outcomes import BudgetExceeded
-
-    hints: list[tuple[type[UserError], str]] = [
-        (FleetError, "fix fleet.yaml at the line shown; keys and types are in the README"),
-        (DataError, "check the data file named above (columns unique_id, ds, y)"),
-        (BudgetExceeded, "see `factory status` for the reasons per product"),
-        (LeaseTimeout, "wait for that run, or cancel it in the Prefect UI"),
-    ]
-    return next((h for t, h in hints if isinstance(exc, t)), exc.hint)
-
-
-def _outage_hint(exc: Exception) -> str | None:
-    """A hint for the infrastructure errors shown as one line (None: show the traceback)."""
-    from factory.adapters.events import EventsNotEmitted
-    from factory.local import ServiceError
-
-    if isinstance(exc, ServiceError):
-        return "see the log named above; `factory down` stops leftovers"
-    if isinstance(exc, EventsNotEmitted):
-        return "set PREFECT_API_URL to the server that runs the deployments"
-    mlflow_errors = sys.modules.get("mlflow.exceptions")  # not imported: cannot be one of its
-    if mlflow_errors and isinstance(exc, mlflow_errors.MlflowException):
-        return "check FACTORY_MLFLOW_TRACKING_URI and that the server is up (`factory validate`)"
-    return None
 
 
 @app.callback()
@@ -132,10 +73,6 @@ def _preflight(probe: bool = True) -> list[SettingCheck]:
     from factory.adapters.preflight import preflight
 
     return preflight(get_settings(), probe)
-
-
-def _warn(line: str) -> None:
-    err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 class ExistingData(DataError):
@@ -329,7 +266,7 @@ def forecast(
         report = forecast_products_flow(chosen, horizon, out)
     console.print(f"wrote {report.rows:,} rows for {report.products:,} products to {report.url}")
     if report.unknown:
-        _warn(f"unknown product(s): {name_ids(report.unknown)} (no registered model); not forecast")
+        warn(f"unknown product(s): {name_ids(report.unknown)} (no registered model); not forecast")
     for pid, why in report.missing.items():
         console.print(f"[yellow]{escape(pid)}[/]: {escape(why)}")
 

@@ -33,6 +33,8 @@ POLL_S = 1.0
 class LeaseTimeout(UserError, RuntimeError):
     """Another run held the training lease for longer than this run would wait."""
 
+    hint = "wait for that run, or cancel it in the Prefect UI"
+
 
 def holder_label(run: str) -> str:
     """Who holds a lease: the run, its process and host, and since when."""

@@ -1,4 +1,5 @@
-"""Data contracts: the pandera schema for sales panels and per-product fitness checks."""
+"""Data contracts: the pandera schema for sales panels, row parsing, and the validation report
+(per-product fitness checks live in factory.core.fitness)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from factory.core.errors import UserError
+from factory.core.fitness import check_products, exogenous_columns, product_stats, sort_panel
 from factory.core.fleet import FamilySpec, FleetSpec
 from factory.core.forecaster import Series as ProductSeries
 from factory.core.naming import slug_collisions
@@ -27,12 +29,12 @@ No sales figure or price comes near it: beyond it float64 no longer holds whole 
 (2**53 is about 9e15) and training's sums and squares overflow to inf and NaN (a single 1e300
 spike does), so a larger value is treated as corrupt data and its product is quarantined.
 """
-DAY_NS = 86_400 * 10**9  # one day in nanoseconds
-NO_STEP = np.iinfo(np.int64).max  # a product's step statistic when it has no such step
 
 
 class DataError(UserError, ValueError):
     """A user mistake in a data file, naming the file and the column."""
+
+    hint = "check the data file named above (columns unique_id, ds, y)"
 
 
 class SalesHistory(pa.DataFrameModel):
@@ -68,11 +70,6 @@ def sales_schema(as_of: pd.Timestamp, exogenous: Sequence[str] = ()) -> pa.DataF
     return schema.update_column(
         "ds", checks=[pa.Check.le(as_of, error=f"no future dates (after {as_of.date()})")]
     )
-
-
-def exogenous_columns(fleet: FleetSpec) -> list[str]:
-    """Every exogenous column some family of the fleet uses, sorted."""
-    return sorted({c for f in fleet.families for c in f.features.exogenous})
 
 
 @dataclass
@@ -314,149 +311,6 @@ def _check_exogenous(frame: pd.DataFrame, family: FamilySpec) -> None:
             f"family {family.name!r} uses exogenous column(s) {', '.join(missing)} "
             "that the sales data does not have"
         )
-
-
-def periods_between(start: Any, end: Any, freq: str) -> np.ndarray:
-    """Number of periods from start to end inclusive at a frequency (D, W or MS), elementwise."""
-    s = np.asarray(start, dtype="datetime64[ns]")
-    e = np.asarray(end, dtype="datetime64[ns]")
-    if freq == "D":
-        return (e - s) // np.timedelta64(1, "D") + 1
-    if freq == "W":
-        return (e - s) // np.timedelta64(7, "D") + 1
-    months = e.astype("datetime64[M]") - s.astype("datetime64[M]")
-    return months.astype(np.int64) + 1
-
-
-def sort_panel(panel: pd.DataFrame) -> pd.DataFrame:
-    """The panel in (unique_id, ds) order with a fresh index; one already in order is not sorted."""
-    codes, _ = pd.factorize(panel["unique_id"], sort=True)
-    ds = panel["ds"].to_numpy("datetime64[ns]").view(np.int64)
-    by_id, by_date = np.diff(codes), np.diff(ds)
-    if np.all((by_id > 0) | ((by_id == 0) & (by_date >= 0))):
-        return panel.reset_index(drop=True)
-    return panel.take(np.lexsort((ds, codes))).reset_index(drop=True)
-
-
-def product_stats(panel: pd.DataFrame, fleet: FleetSpec) -> pd.DataFrame:
-    """Per-product facts of a panel sorted by (unique_id, ds), in one vectorised pass.
-
-    Columns: n, total (of y), first, last, sub_daily (a time other than midnight), min_step
-    (smallest step between consecutive dates, ns), odd_step (smallest step that is not whole
-    weeks), `null <column>` per exogenous column of the fleet and, when a family is monthly,
-    off_month (first date not on the 1st of a month, ns). Step and date statistics are NO_STEP
-    where a product has no such step or date.
-    """
-    exogenous = exogenous_columns(fleet)
-    codes, ids = pd.factorize(panel["unique_id"])
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])[: len(codes)]
-    if np.any(np.diff(codes[starts]) <= 0):
-        raise ValueError("product_stats needs a panel sorted by unique_id")
-    ds = panel["ds"].to_numpy("datetime64[ns]").view(np.int64)
-    step = np.diff(ds, prepend=ds[:1])
-    step[starts] = NO_STEP
-
-    def least(values: np.ndarray) -> np.ndarray:
-        return np.minimum.reduceat(values, starts)
-
-    def anywhere(values: np.ndarray) -> np.ndarray:
-        return np.logical_or.reduceat(values, starts)
-
-    stats = {
-        "n": np.diff(np.r_[starts, len(ds)]),
-        "total": np.add.reduceat(panel["y"].to_numpy(dtype="float64"), starts),
-        "first": ds[starts].view("datetime64[ns]"),
-        "last": np.maximum.reduceat(ds, starts).view("datetime64[ns]"),
-        "sub_daily": anywhere(ds % DAY_NS != 0),
-        "min_step": least(step),
-        "odd_step": least(np.where(step % (7 * DAY_NS) != 0, step, NO_STEP)),
-    }
-    if any(f.frequency == "MS" for f in fleet.families):
-        month_start = ds.view("datetime64[ns]").astype("datetime64[M]").astype("datetime64[ns]")
-        stats["off_month"] = least(np.where(month_start.view(np.int64) != ds, ds, NO_STEP))
-    for c in exogenous:
-        stats[f"null {c}"] = anywhere(panel[c].isna().to_numpy())
-    return pd.DataFrame(stats, index=pd.Index(np.asarray(ids, dtype=object)[codes[starts]]))
-
-
-def check_products(
-    stats: pd.DataFrame, ids: list[str], family: FamilySpec, panel_end: pd.Timestamp | None
-) -> dict[str, list[str]]:
-    """Per-product fitness for one family, from `product_stats`: frequency, history length,
-    all-zero, gaps, stale, null inputs."""
-    if not ids or panel_end is None:
-        return {}
-    out: dict[str, list[str]] = {pid: ["no rows"] for pid in ids if pid not in stats.index}
-    s = stats.loc[[pid for pid in ids if pid in stats.index]]
-    checks = [
-        _frequency(s, family),
-        _too_short(s, family),
-        {pid: "all-zero demand" for pid in s.index[s["total"] == 0]},
-        _gaps(s, family),
-        _stale(s, family, panel_end),
-        *({pid: f"null {c}" for pid in s.index[s[f"null {c}"]]} for c in family.features.exogenous),
-    ]
-    for found in checks:
-        for pid, why in found.items():
-            out.setdefault(pid, []).append(why)
-    return out
-
-
-def _frequency(s: pd.DataFrame, family: FamilySpec) -> dict[str, str]:
-    """Products whose date spacing disagrees with the family's frequency.
-
-    D: at least one 1-day step (when there are several dates); W: every step whole weeks; MS:
-    every date on the 1st of a month. Any time other than midnight is sub-daily, for all three.
-    """
-    out = {pid: "frequency: sub-daily timestamps" for pid in s.index[s["sub_daily"]]}
-    s = s.loc[~s["sub_daily"]]
-    expects = f"family {family.name!r} expects {family.frequency}"
-    if family.frequency == "D":
-        bad = s.loc[(s["n"] > 1) & (s["min_step"] != DAY_NS), "min_step"]
-    elif family.frequency == "W":
-        bad = s.loc[s["odd_step"] != NO_STEP, "odd_step"]
-    else:
-        off = s.loc[s["off_month"] != NO_STEP]
-        bad = off.loc[off["min_step"] < 28 * DAY_NS, "min_step"]
-        out |= {
-            pid: f"frequency: dates not on the 1st of a month (e.g. {_day(at)}), {expects}"
-            for pid, at in off.loc[off["min_step"] >= 28 * DAY_NS, "off_month"].items()
-        }
-    days = bad // DAY_NS
-    return out | {
-        pid: f"frequency: dates are {n} day{'s' * (n != 1)} apart, {expects}"
-        for pid, n in days.items()
-    }
-
-
-def _day(ns: int) -> str:
-    return str(pd.Timestamp(ns).date())
-
-
-def _too_short(s: pd.DataFrame, family: FamilySpec) -> dict[str, str]:
-    need = family.min_history
-    return {
-        pid: f"too short: {n} periods, family {family.name!r} needs {need}"
-        for pid, n in s.loc[s["n"] < need, "n"].items()
-    }
-
-
-def _gaps(s: pd.DataFrame, family: FamilySpec) -> dict[str, str]:
-    if family.validation.allow_gaps:
-        return {}
-    expected = periods_between(s["first"], s["last"], family.frequency)
-    missing = pd.Series(expected - s["n"].to_numpy(), index=s.index)
-    return {
-        pid: f"gaps: {m} missing periods in its history" for pid, m in missing[missing > 0].items()
-    }
-
-
-def _stale(s: pd.DataFrame, family: FamilySpec, panel_end: pd.Timestamp) -> dict[str, str]:
-    behind = pd.Series(periods_between(s["last"], panel_end, family.frequency) - 1, index=s.index)
-    return {
-        pid: f"stale: last observation {s.at[pid, 'last'].date()}, {b} periods old"
-        for pid, b in behind[behind > family.validation.max_stale_periods].items()
-    }
 
 
 def product_arrays(frame: pd.DataFrame, columns: list[str]) -> dict[str, dict[str, np.ndarray]]:

@@ -18,6 +18,8 @@ from factory.core.errors import UserError
 class FleetError(UserError, ValueError):
     """A user mistake in fleet.yaml, with the file, line and field path in its message."""
 
+    hint = "fix fleet.yaml at the line shown; keys and types are in the README"
+
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -18,6 +18,8 @@ from factory.core.training import ChampionRef, ProductOutcome
 class BudgetExceeded(UserError, RuntimeError):
     """More of the fleet was quarantined or failed than fleet.yaml's failure_budget allows."""
 
+    hint = "see `factory status` for the reasons per product"
+
 
 @dataclass
 class ProductRecord:
