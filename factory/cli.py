@@ -10,31 +10,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from factory.adapters.data import list_data_files, read_panel, write_panel
+from factory.cli_audit import audit_app
+from factory.cli_common import FleetOpt, ProductsOpt, console
+from factory.cli_common import prefect_database as _prefect_database
+from factory.cli_common import preflight as _preflight
+from factory.cli_common import split as _split
 from factory.cli_errors import err, friendly, warn
+from factory.cli_lifecycle import lifecycle_app, manifest_app
 from factory.core.contract import DataError
 from factory.core.errors import UserError
 from factory.core.fleet import load_fleet
 from factory.settings import get_settings
 
 if TYPE_CHECKING:
-    from factory.adapters.preflight import SettingCheck
+    pass
 
 app = typer.Typer(
     help="Model factory: train, gate, register and forecast one model per product.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-FleetOpt = Annotated[Path, typer.Option("--fleet", "-f", help="Path to fleet.yaml.")]
-ProductsOpt = Annotated[
-    str | None, typer.Option("--products", "-p", help="Comma-separated product ids (default: all).")
-]
+app.add_typer(lifecycle_app)  # promote, rollback, retire, restore
+app.add_typer(audit_app, name="audit")
+app.add_typer(manifest_app, name="manifest")
 
 
 # MLflow's client retries a failing request for minutes (7 retries, growing back-off, 120 s
@@ -59,22 +62,6 @@ def _prefect_environment(ctx: typer.Context) -> None:
     ctx.obj = {"prefect": configure_prefect(get_settings().resolved_home)}
 
 
-def _prefect_database(ctx: typer.Context) -> None:
-    """Create the embedded Prefect database (once) when this process set it up (a flow command,
-    after its checks: creating it on a fresh FACTORY_HOME takes a while)."""
-    from factory.adapters.prefect_env import create_database
-
-    if home := (ctx.obj or {}).get("prefect", {}).get("PREFECT_HOME"):
-        create_database(Path(home))
-
-
-def _preflight(probe: bool = True) -> list[SettingCheck]:
-    """Check the settings (and, with `probe`, that the MLflow servers answer) in seconds."""
-    from factory.adapters.preflight import preflight
-
-    return preflight(get_settings(), probe)
-
-
 class ExistingData(DataError):
     """Refusing to overwrite data that is already there."""
 
@@ -93,7 +80,7 @@ class NoStatus(UserError, LookupError):
     hint = "`factory validate` lists the products in the data; `factory train` records outcomes"
 
 
-STATUSES = ("registered", "kept", "rejected", "failed", "quarantined", "skipped")
+STATUSES = ("registered", "kept", "rejected", "failed", "quarantined", "skipped", "retired")
 
 
 def _id_cell(pid: str) -> str:
@@ -106,10 +93,6 @@ def _cell(value: Any, fmt: str = "{}") -> str:
     import pandas as pd
 
     return "" if value is None or pd.isna(value) else escape(fmt.format(value))
-
-
-def _split(products: str | None) -> list[str] | None:
-    return [p.strip() for p in products.split(",") if p.strip()] if products else None
 
 
 @app.command("demo-data")
@@ -398,7 +381,7 @@ def doctor(
     wait = err.print if not dry_run else console.print
     with training_lease(settings, holder_label("factory doctor"), settings.lease_wait_s, wait):
         report = repair(
-            Registry(settings), settings.state_dir, spec.promotion == "auto", None, not dry_run
+            Registry(settings), settings.state_dir, spec.auto_promote, None, not dry_run
         )
     for line in report.lines():
         console.print(escape(line), highlight=False, soft_wrap=True)

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     lease_wait_s: float = Field(
         3600.0, ge=0, description="How long a training run waits for another run's lease."
     )
+    audit_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the audit trail (sqlite:///<home>/audit.db by default).",
+    )
 
     @field_validator("home")
     @classmethod
@@ -115,6 +119,11 @@ class Settings(BaseSettings):
         if self.artifact_location or self.tracking_uri.startswith(("http://", "https://")):
             return self.artifact_location
         return (self.resolved_home / "artifacts").as_uri()
+
+    @property
+    def resolved_audit_url(self) -> str:
+        """Where the audit trail of lifecycle actions is kept; a SQLite file in <home>."""
+        return self.audit_url or f"sqlite:///{self.resolved_home / 'audit.db'}"
 
     @property
     def state_dir(self) -> Path:

@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from factory.adapters.artifacts import publish, start_progress, update_progress
+from factory.adapters.events import emit_trained
 from factory.adapters.lease import holder_label, training_lease
 from factory.adapters.lineage import run_lineage
 from factory.adapters.registry.registry import Registry
@@ -76,7 +77,7 @@ def train_fleet(fleet_path: str = "fleet.yaml", products: list[str] | None = Non
             log.info("shard %s done: %s", shard.key, dict(Counter(r.status for r in done)))
         trained = [p for s in prepared.shards for p in s.product_ids]
         if trained:
-            repair_registry(settings, trained, spec.promotion == "auto")
+            repair_registry(settings, trained, spec.auto_promote)
 
     summary = summarize(
         spec,
@@ -89,5 +90,7 @@ def train_fleet(fleet_path: str = "fleet.yaml", products: list[str] | None = Non
     )
     publish(summary, records)
     log.info(summary.line())
+    registered = [r.product_id for s in reports for r in s.registered.values()]
+    emit_trained(run_id, registered)  # promote-fleet/on-trained takes it from here
     check_failure_budget(summary, spec)
     return summary

@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from factory.adapters.data import read_panel
 from factory.adapters.fanout import ensure_ray, put_shard
 from factory.adapters.lineage import code_fingerprint
+from factory.adapters.registry.registry import Registry
 from factory.adapters.state import unchanged_products
 from factory.core.contract import ValidationReport, fleet_series, validate_panel
 from factory.core.fingerprints import training_keys
@@ -47,6 +48,14 @@ def prepare_fleet(
     as_of = pd.Timestamp(settings.as_of) if settings.as_of else None
     clean, report = validate_panel(panel, fleet.spec, as_of)
     report = restrict(report, products, log.warning)
+    retired = Registry(settings).retired()
+    if retired:
+        report.assignment = {
+            f: [p for p in ids if p not in retired] for f, ids in report.assignment.items()
+        }
+        log.info(
+            "%d retired product(s) not trained (`factory restore` brings one back)", len(retired)
+        )
     validation_s = time.perf_counter() - t0
     log.info(
         "validated %d rows / %d products: %d ok, %d quarantined, %d not in the fleet",

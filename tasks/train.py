@@ -6,10 +6,12 @@ import ray
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from factory.adapters.audit_log import current_actor, record_action
 from factory.adapters.fanout import train_on_ray
 from factory.adapters.lineage import RunLineage
 from factory.adapters.prefect_env import retry_unless_user_error
 from factory.adapters.registry.registry import Registry
+from factory.core.audit import AuditEntry
 from factory.core.fleet import LoadedFleet, Shard
 from factory.core.outcomes import ShardReport
 
@@ -44,7 +46,19 @@ def train_shard(
         outcomes,
         {p: keys[p] for p in shard.product_ids},
         lineage,
-        spec.promotion == "auto",
+        spec.auto_promote,
         family.backtest.windows,
     )
+    if done:
+        record_action(
+            registry.settings.resolved_audit_url,
+            AuditEntry(
+                action="register",
+                actor=current_actor(),
+                products=[r.product_id for r in done],
+                versions={r.product_id: r.staging_version for r in done},
+                reason=f"gate winners of shard {shard.key}",
+                detail={"production": {r.product_id: r.production_version for r in done}},
+            ),
+        )
     return ShardReport(shard.key, outcomes, {r.product_id: r for r in done}, registry_s, champions)

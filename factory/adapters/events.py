@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 LANDED = "factory.data.landed"
+TRAINED = "factory.fleet.trained"  # every train run, at its end: promote-fleet's trigger
 DRIFTED = "factory.model.drifted"
 RESOURCE_PREFIX = "factory.products."
 MAX_PRODUCTS_PER_EVENT = 2000  # keeps an event well under Prefect's size limit
@@ -92,3 +93,21 @@ def event_body(event: str, payload: ProductsPayload) -> list[dict[str, Any]]:
             "payload": payload.model_dump(mode="json"),
         }
     ]
+
+
+def emit_trained(flow_run_id: str | None, registered: list[str]) -> str | None:
+    """Announce a finished train run (its new staging winners, at most the first 2000 named);
+    None when Prefect is not emitting events here."""
+    from prefect.events import emit_event
+
+    run = flow_run_id or "local"
+    emitted = emit_event(
+        TRAINED,
+        resource={"prefect.resource.id": f"factory.fleet.{run}", "prefect.resource.name": run},
+        payload={
+            "flow_run_id": flow_run_id,
+            "registered": len(registered),
+            "product_ids": sorted(registered)[:MAX_PRODUCTS_PER_EVENT],
+        },
+    )
+    return None if emitted is None else str(emitted.id)

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from factory.core.errors import UserError
 
@@ -155,15 +163,49 @@ class GateSpec(_Spec):
     champion_margin: float = Field(0.0, ge=0, lt=1)
 
 
+class PromotionSpec(_Spec):
+    """How staging winners reach production.
+
+    `auto`: every gate winner is copied at training time (the demo). `approve`: the
+    promote-fleet flow promotes at once within the limits below and asks an engineer beyond
+    them. `manual`: every promotion waits for an approval.
+    """
+
+    mode: Literal["auto", "approve", "manual"] = "manual"
+    auto_max_share: float = Field(0.05, ge=0, le=1)  # of fleet volume a batch may replace
+    max_regression: float = Field(0.0, ge=0)  # worst relative metric rise vs production
+    approve_new: bool = False  # first production models of new products need approval too
+    volume_periods: PositiveInt = 28  # recent periods whose sales weigh a product's share
+
+
+class RetirementSpec(_Spec):
+    """When a product's models leave production (they are kept, never deleted)."""
+
+    removed_from_fleet: bool = True  # no family covers the product any more
+    no_sales_periods: PositiveInt | None = None  # no sales for this many periods
+
+
 class FleetSpec(_Spec):
-    """The whole fleet: families, gate, sharding and failure budget."""
+    """The whole fleet: families, gate, promotion, retirement, sharding and failure budget."""
 
     version: Literal[1] = 1
-    promotion: Literal["auto", "manual"] = "manual"
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    retirement: RetirementSpec = Field(default_factory=RetirementSpec)
     gate: GateSpec = Field(default_factory=GateSpec)
     failure_budget: float = Field(0.1, ge=0, le=1)
     shard_size: PositiveInt = 100
     families: tuple[FamilySpec, ...] = Field(min_length=1)
+
+    @field_validator("promotion", mode="before")
+    @classmethod
+    def _mode_alone(cls, value: Any) -> Any:
+        """`promotion: auto` is short for `promotion: {mode: auto}`."""
+        return {"mode": value} if isinstance(value, str) else value
+
+    @property
+    def auto_promote(self) -> bool:
+        """Gate winners are copied to production at training time."""
+        return self.promotion.mode == "auto"
 
     @model_validator(mode="after")
     def _consistent(self) -> FleetSpec:

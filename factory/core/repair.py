@@ -6,10 +6,16 @@ status row written from a stale view disagrees with it. `plan_fixes` compares on
 of the registry (and the status rows) with the invariants below and lists what to change:
 
 - no two versions of a model share a training key (keep the aliased one, else the oldest);
-- each model's alias points to its newest version, whose config and data the model's
-  current tag records;
-- with automatic promotion, the staging candidate has a production copy;
+- each model's alias points to its newest version that was not rolled back, whose config and
+  data the model's current tag records; under governed promotion a production alias on an
+  older live version is correct (a rollback or a manifest sync put it there) and only a
+  missing or dangling one is fixed;
+- with automatic promotion, the staging candidate has a production copy, unless production
+  already has (or rolled back) a version of its training key;
 - each product's status row names the versions the registry serves.
+
+A retired product's models keep their versions but have no alias and no current tag: the
+doctor only removes duplicated versions there and leaves its status row alone.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class VersionInfo:
     train_key: str | None = None
     config: str | None = None
     data_fingerprint: str | None = None
+    rolled_back: bool = False  # production rolled this version back; never served again by a fix
 
 
 @dataclass
@@ -42,6 +49,7 @@ class ModelState:
     aliases: dict[str, int] = field(default_factory=dict)
     current: dict[str, Any] | None = None
     family: str = ""
+    retired: bool = False  # the product left production; aliases and current tag removed
 
     def by_version(self, version: int | None) -> VersionInfo | None:
         """The version with this number, if the model has it."""
@@ -67,21 +75,29 @@ def current_body(v: VersionInfo) -> str:
     )
 
 
-def model_fixes(model: ModelState, alias: str) -> list[Fix]:
-    """Duplicate versions, a missing or stale alias, a missing or stale current tag."""
+def model_fixes(model: ModelState, alias: str, governed: bool = False) -> list[Fix]:
+    """Duplicate versions, a missing or stale alias, a missing or stale current tag.
+
+    The alias belongs on the newest version not rolled back; when `governed` (a production
+    model without automatic promotion) any live version is a correct target and only a
+    missing or dangling alias moves. A retired model only loses its duplicates."""
     fixes = _duplicates(model)
-    dropped = {f.version for f in fixes}
-    remaining = [v for v in model.versions if v.version not in dropped]
-    if not remaining:
+    if model.retired:
         return fixes
-    newest = max(remaining, key=lambda v: v.version)
+    dropped = {f.version for f in fixes}
+    live = {v.version: v for v in model.versions if v.version not in dropped}
+    newest = max((n for n, v in live.items() if not v.rolled_back), default=None)
     target = model.aliases.get(alias)
-    if target is None or target in dropped or target < newest.version:
+    if newest is not None and (target not in live or (not governed and target != newest)):
         seen = "missing" if target is None else f"at v{target}"
-        problem = f"@{alias} {seen}, newest winner is v{newest.version}"
-        fixes.append(Fix("set-alias", model.product_id, model.name, newest.version, problem))
-        target = newest.version
-    served = model.by_version(target) or newest
+        if target is not None and target not in live:
+            seen += " (no such version)"
+        problem = f"@{alias} {seen}, newest winner is v{newest}"
+        fixes.append(Fix("set-alias", model.product_id, model.name, newest, problem))
+        target = newest
+    served = live.get(target) if target is not None else None
+    if served is None:
+        return fixes
     if model.current is None or model.current.get("version") != str(served.version):
         seen = "missing" if model.current is None else f"says v{model.current.get('version')}"
         fixes.append(
@@ -118,12 +134,22 @@ def _duplicates(model: ModelState) -> list[Fix]:
     return fixes
 
 
-def plan_fixes(models: list[ModelState], aliases: dict[str, str], copy_to: str | None) -> list[Fix]:
+def plan_fixes(
+    models: list[ModelState],
+    aliases: dict[str, str],
+    copy_to: str | None,
+    production: str = "production",
+) -> list[Fix]:
     """Every registry fix for these models (`aliases`: environment -> its serving alias).
 
-    With `copy_to` (the production environment, under automatic promotion), a staging
-    winner without a production copy gets one."""
-    fixes = [f for m in models for f in model_fixes(m, aliases[m.environment])]
+    `copy_to` is given only under automatic promotion (it is then the production
+    environment): a staging winner without a production copy gets one. Without it promotion
+    is governed, and the `production` environment's alias is left where it is unless it is
+    missing or names a version that no longer exists."""
+    governed = None if copy_to is not None else production
+    fixes = [
+        f for m in models for f in model_fixes(m, aliases[m.environment], m.environment == governed)
+    ]
     if copy_to is None:
         return fixes
     by_key = {(m.product_id, m.environment): m for m in models}
@@ -139,12 +165,15 @@ def plan_fixes(models: list[ModelState], aliases: dict[str, str], copy_to: str |
 
 
 def copy_fix(staging: ModelState, production: ModelState | None, version: int) -> Fix | None:
-    """A production copy of the staging candidate, when production has none of its key."""
+    """A production copy of the staging candidate, when production has none of its key.
+
+    A rolled-back production version keeps its key, so a model production rolled back is
+    never copied again; nothing is copied for a retired product."""
     candidate = staging.by_version(version)
-    if candidate is None or candidate.train_key is None:
+    if candidate is None or candidate.train_key is None or staging.retired:
         return None
-    if production is not None and any(
-        v.train_key == candidate.train_key for v in production.versions
+    if production is not None and (
+        production.retired or any(v.train_key == candidate.train_key for v in production.versions)
     ):
         return None
     return Fix(
@@ -160,9 +189,13 @@ def status_fixes(
     models: list[ModelState], rows: dict[str, dict[str, Any]], aliases: dict[str, str]
 ) -> list[Fix]:
     """Status rows that disagree with a consistent registry, or are missing for a product
-    it serves (rebuilt with the served version's training key, so reruns can skip it)."""
+    it serves (rebuilt with the served version's training key, so reruns can skip it).
+    Retired products are left alone."""
+    retired = {m.product_id for m in models if m.retired}
     served: dict[str, dict[str, VersionInfo]] = {}
     for m in models:
+        if m.product_id in retired:
+            continue
         v = m.by_version(m.aliases.get(aliases[m.environment]))
         if v is not None:
             served.setdefault(m.product_id, {})[m.environment] = v

@@ -13,7 +13,13 @@ from mlflow.entities import Run
 
 from factory.adapters.registry import rest_writer
 from factory.adapters.registry.doctor import repair
-from factory.adapters.registry.names import CURRENT_TAG, PRODUCT_TAG, TRAIN_KEY_TAG
+from factory.adapters.registry.names import (
+    CURRENT_TAG,
+    PRODUCT_TAG,
+    RETIRED_TAG,
+    ROLLED_BACK_TAG,
+    TRAIN_KEY_TAG,
+)
 from factory.adapters.registry.registry import Registry
 from factory.adapters.registry.sql_writer import VersionPlan
 from factory.adapters.state import merge_state, read_state
@@ -129,3 +135,49 @@ def test_half_done_registrations_are_found_fixed_and_then_healthy(
     assert rows.loc["c", "production_version"] == "1"
 
     assert repair(registry, settings.state_dir, promote=True).healthy
+
+
+def test_rollbacks_stay_rolled_back_and_retired_products_stay_out(
+    tracking: str, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path, mlflow_tracking_uri=tracking, model_prefix=tmp_path.name)
+    registry = Registry(settings)
+    client: MlflowClient = registry.client
+    run = client.create_run(registry.experiment_id)
+    client.set_terminated(run.info.run_id)
+    for product, keys in (("r", "12"), ("m", "123"), ("x", "12")):
+        for key in keys:
+            rest_writer.write_versions(client, plans(registry, run, product, f"{product}{key}"))
+    production = {p: registry.name("production", p) for p in "rmx"}
+    # r: production rolled v2 back to v1 (staging's candidate is still the rolled-back model)
+    client.set_registered_model_alias(production["r"], "champion", "1")
+    current = {"version": "1", "config": "cfg-r1", "data_fingerprint": "fp-r1"}
+    client.set_registered_model_tag(production["r"], CURRENT_TAG, json.dumps(current))
+    client.set_model_version_tag(production["r"], "2", ROLLED_BACK_TAG, '{"reason": "bad"}')
+    # m: v3 was rolled back, then production lost its alias
+    client.set_model_version_tag(production["m"], "3", ROLLED_BACK_TAG, '{"reason": "bad"}')
+    client.delete_registered_model_alias(production["m"], "champion")
+    # x: retired, both models without aliases or current tags
+    for env, alias in (("staging", "candidate"), ("production", "champion")):
+        name = registry.name(env, "x")
+        client.delete_registered_model_alias(name, alias)
+        client.delete_registered_model_tag(name, CURRENT_TAG)
+        client.set_registered_model_tag(name, RETIRED_TAG, '{"reason": "delisted"}')
+
+    for promote in (False, True):
+        found = repair(registry, settings.state_dir, promote=promote, apply=False)
+        fixed = {(f.product_id, f.action, f.version) for f in found.fixes if f.model}
+        assert fixed == {("m", "set-alias", 2), ("m", "set-current", 2)}, promote
+        assert {f.product_id for f in found.fixes if f.action == "set-status"} == {"r", "m"}
+
+    repair(registry, settings.state_dir, promote=True)
+    assert int(client.get_model_version_by_alias(production["r"], "champion").version) == 1
+    assert int(client.get_model_version_by_alias(production["m"], "champion").version) == 2
+    kept = [len(client.search_model_versions(f"name = '{production[p]}'")) for p in "rmx"]
+    assert kept == [2, 3, 2]  # no copy of a rolled-back model, nothing deleted
+    for env in ("staging", "production"):
+        retired = client.get_registered_model(registry.name(env, "x"))
+        assert not retired.aliases and CURRENT_TAG not in retired.tags
+    rows = read_state(settings.state_dir).set_index("product_id")
+    assert rows.loc["r", "production_version"] == "1" and "x" not in rows.index
+    assert repair(registry, settings.state_dir, promote=False).healthy

@@ -81,7 +81,7 @@ def test_real_fleet_yaml_loads(tmp_path: Path) -> None:
     assert (family.frequency, family.season_length, family.horizon) == ("MS", 12, 12)
     assert family.products.all and not family.features.exogenous
     assert [m.kind for m in family.models] == ["ridge", "lightgbm"]
-    assert spec.promotion == "auto" and spec.failure_budget == 0.9 and spec.shard_size == 50
+    assert spec.auto_promote and spec.failure_budget == 0.9 and spec.shard_size == 50
 
 
 def test_aus_retail_validates(panels: dict[str, pd.DataFrame], fleet: FleetSpec) -> None:

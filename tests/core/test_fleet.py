@@ -47,7 +47,8 @@ def test_repo_fleet_loads():
 
     assert [f.name for f in loaded.spec.families] == ["fast-movers", "long-tail"]
     assert loaded.spec.gate.metric == "mase"
-    assert loaded.spec.promotion == "auto"
+    assert loaded.spec.promotion.mode == "approve" and not loaded.spec.auto_promote
+    assert loaded.spec.retirement.no_sales_periods == 90
     assert loaded.spec.family("fast-movers").features.exogenous == ("price", "promo")
     assert [m.kind for m in loaded.spec.family("long-tail").models] == ["ridge", "lightgbm"]
     assert loaded.path == REPO_FLEET

@@ -48,10 +48,12 @@ families:
 
 
 def write_fleet(path: Path, **overrides: object) -> Path:
-    """The repo's fleet.yaml with top-level overrides (e.g. failure_budget)."""
+    """The repo's fleet.yaml with top-level overrides (e.g. failure_budget). Promotion is
+    `auto` unless overridden: most tests look at the production copies training makes."""
     import yaml
 
     data = yaml.safe_load((REPO / "fleet.yaml").read_text())
+    data["promotion"] = "auto"
     data.update(overrides)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

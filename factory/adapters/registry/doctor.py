@@ -32,6 +32,8 @@ from factory.adapters.registry.names import (
     FAMILY_TAG,
     PRODUCT_TAG,
     PRODUCTION,
+    RETIRED_TAG,
+    ROLLED_BACK_TAG,
     STAGING,
     TRAIN_KEY_TAG,
 )
@@ -41,7 +43,8 @@ from factory.adapters.state import fix_status, read_state
 from factory.core.repair import Fix, ModelState, VersionInfo, plan_fixes, status_fixes
 
 ALIASES = {STAGING: CANDIDATE_ALIAS, PRODUCTION: CHAMPION_ALIAS}
-VERSION_KEYS = (TRAIN_KEY_TAG, "factory.config", "factory.data_fingerprint")
+VERSION_KEYS = (TRAIN_KEY_TAG, "factory.config", "factory.data_fingerprint", ROLLED_BACK_TAG)
+MODEL_KEYS = (PRODUCT_TAG, CURRENT_TAG, FAMILY_TAG, ENVIRONMENT_TAG, RETIRED_TAG)
 PAGE = 1000
 IN_LIMIT = 2000  # names per query; beyond, the whole prefix is read and filtered here
 
@@ -74,11 +77,14 @@ def repair(
 ) -> DoctorReport:
     """Find and (with `apply`) fix registry and status problems of these products (or all).
 
+    `promote`: automatic promotion (production follows every staging winner); otherwise a
+    production alias is only fixed when missing or dangling, never moved off a version a
+    rollback or a manifest sync chose. Retired products get no alias, tag or status fixes.
     Registry fixes come first; the status rows are then compared with the repaired registry.
     """
     report = DoctorReport(applied=apply)
     models = snapshot(registry, products)
-    fixes = plan_fixes(models, ALIASES, PRODUCTION if promote else None)
+    fixes = plan_fixes(models, ALIASES, PRODUCTION if promote else None, PRODUCTION)
     report.fixes += fixes
     report.runs_closed = running_runs(registry)
     if apply:
@@ -127,7 +133,8 @@ def _state(name: str, prefix: str, tags: dict[str, str]) -> ModelState | None:
         return None
     env = tags.get(ENVIRONMENT_TAG) or name[len(prefix) :].split(".", 1)[0]
     current = json.loads(tags[CURRENT_TAG]) if CURRENT_TAG in tags else None
-    return ModelState(name, tags[PRODUCT_TAG], env, [], {}, current, tags.get(FAMILY_TAG, ""))
+    family = tags.get(FAMILY_TAG, "")
+    return ModelState(name, tags[PRODUCT_TAG], env, [], {}, current, family, RETIRED_TAG in tags)
 
 
 def _version(version: int, tags: dict[str, str]) -> VersionInfo:
@@ -136,6 +143,7 @@ def _version(version: int, tags: dict[str, str]) -> VersionInfo:
         tags.get(TRAIN_KEY_TAG),
         tags.get("factory.config"),
         tags.get("factory.data_fingerprint"),
+        ROLLED_BACK_TAG in tags,
     )
 
 
@@ -143,10 +151,9 @@ def _from_database(
     store: SqlAlchemyStore, prefix: str, names: list[str] | None
 ) -> list[ModelState]:
     """A few queries on the registry database (seconds for tens of thousands of models)."""
-    keys = (PRODUCT_TAG, CURRENT_TAG, FAMILY_TAG, ENVIRONMENT_TAG)
     models = {
         n: m
-        for n, tags in model_tags(store, prefix, keys, names).items()
+        for n, tags in model_tags(store, prefix, MODEL_KEYS, names).items()
         if (m := _state(n, prefix, tags)) is not None
     }
     ws = store._get_active_workspace()

@@ -11,6 +11,12 @@ CURRENT_TAG = "factory.current"  # JSON {version, config, data_fingerprint} on t
 PRODUCT_TAG = "factory.product_id"
 FAMILY_TAG, ENVIRONMENT_TAG = "factory.family", "factory.environment"  # on each model
 TRAIN_KEY_TAG = "factory.train_key"  # on every version: the training key it was made from
+# On both registered models of a retired product: JSON {reason, at, by, version it served}.
+RETIRED_TAG = "factory.retired"
+# On a production version that was rolled back: JSON {reason, batch, at, by}.
+ROLLED_BACK_TAG = "factory.rolled_back"
+BATCH_TAG = "factory.promotion.batch"  # on a production version: the batch that promoted it
+DIGEST_TAG = "factory.model_digest"  # on every version: sha256 of the model folder's files
 
 
 class NoModelError(UserError, LookupError):

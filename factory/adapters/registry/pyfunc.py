@@ -26,6 +26,7 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 from mlflow.types.schema import AnyType
 from mlflow.utils.file_utils import local_file_uri_to_path
 
+from factory.adapters.registry.digest import folder_digest
 from factory.adapters.registry.names import product_slug
 from factory.core import forecaster
 from factory.core.training import ProductOutcome
@@ -61,23 +62,29 @@ def pip_requirements() -> list[str]:
 
 def log_models(
     client: MlflowClient, run_id: str, artifact_uri: str, winners: list[ProductOutcome]
-) -> None:
+) -> dict[str, str]:
     """Each winner's pyfunc folder under the run's `models/`: written in place when the
-    artifact store is a local folder (what `log_artifacts` would copy), else uploaded."""
+    artifact store is a local folder (what `log_artifacts` would copy), else uploaded.
+    Returns each product's model digest (of the folder as written)."""
     if not winners:
-        return
+        return {}
     if urlparse(artifact_uri).scheme == "file":
         target = Path(local_file_uri_to_path(artifact_uri)) / "models"
-        for o in winners:
-            save_pyfunc(o, target / product_slug(o.product_id))
-        return
+        return {o.product_id: _saved(o, target) for o in winners}
     stage = Path(tempfile.mkdtemp(prefix="factory-shard-"))
     try:
-        for o in winners:
-            save_pyfunc(o, stage / product_slug(o.product_id))
+        digests = {o.product_id: _saved(o, stage) for o in winners}
         client.log_artifacts(run_id, str(stage), "models")
+        return digests
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _saved(o: ProductOutcome, parent: Path) -> str:
+    """Save one winner's folder under `parent` and return its digest."""
+    folder = parent / product_slug(o.product_id)
+    save_pyfunc(o, folder)
+    return folder_digest(folder)
 
 
 def version_tags(o: ProductOutcome, windows: int) -> dict[str, str]:

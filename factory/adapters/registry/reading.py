@@ -49,6 +49,16 @@ def current_records(
     return out if names is None else {p: out[p] for p in names if p in out}
 
 
+def model_tag_values(
+    client: MlflowClient, name_prefix: str, keys: tuple[str, ...]
+) -> list[dict[str, str]]:
+    """These tags of every registered model under the prefix (one query on a database)."""
+    store = sql_store(client)
+    if store is not None:
+        return list(model_tags(store, name_prefix, keys).values())
+    return [{k: v for k, v in t.items() if k in keys} for t in _search_tags(client, name_prefix)]
+
+
 def _model_tags(client: MlflowClient, name: str) -> dict[str, str]:
     try:
         return dict(client.get_registered_model(name).tags or {})

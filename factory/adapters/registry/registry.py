@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import threading
 import time
@@ -28,10 +29,12 @@ from factory.adapters.registry.names import (
     CANDIDATE_ALIAS,
     CHAMPION_ALIAS,
     CURRENT_TAG,
+    DIGEST_TAG,
     ENVIRONMENT_TAG,
     FAMILY_TAG,
     PRODUCT_TAG,
     PRODUCTION,
+    RETIRED_TAG,
     STAGING,
     TRAIN_KEY_TAG,
     NoModelError,
@@ -90,6 +93,15 @@ class Registry:
         or only these)."""
         names = None if products is None else {p: self.name(environment, p) for p in products}
         return reading.current_records(self.client, f"{self.prefix}.{environment}.", names)
+
+    def retired(self) -> dict[str, str]:
+        """product id -> why it was retired, for every retired product."""
+        found = reading.model_tag_values(self.client, f"{self.prefix}.", (RETIRED_TAG, PRODUCT_TAG))
+        out = {}
+        for tags in found:
+            if RETIRED_TAG in tags and PRODUCT_TAG in tags:
+                out[tags[PRODUCT_TAG]] = json.loads(tags[RETIRED_TAG]).get("reason", "")
+        return out
 
     def champions(self, products: Collection[str] | None = None) -> dict[str, ChampionRef]:
         """Each product's champion: its production model, else its latest staging version."""
@@ -164,12 +176,14 @@ class Registry:
         self.client.log_dict(
             run_id, {"products": [outcome_row(o) for o in outcomes]}, "outcomes.json"
         )
-        log_models(self.client, run_id, artifact_uri, winners)
+        digests = log_models(self.client, run_id, artifact_uri, winners)
         plans = [
             self._plan(o, keys[o.product_id], artifact_uri, run_id, lineage, promote, windows)
             for o in winners
         ]
-        versions = self._write([p for product in plans for p in product])
+        for plan in (p for product in plans for p in product):
+            plan.tags[DIGEST_TAG] = digests[plan.model_tags[PRODUCT_TAG]]
+        versions = self.write_plans([p for product in plans for p in product])
         return [
             Registered(
                 o.product_id,
@@ -230,7 +244,7 @@ class Registry:
             )
         return plans
 
-    def _write(self, plans: list[VersionPlan]) -> dict[str, int]:
+    def write_plans(self, plans: list[VersionPlan]) -> dict[str, int]:
         """Create the planned versions: one transaction on a database store, else call by call."""
         store = self._fast_store
         if store is not None:
@@ -259,7 +273,10 @@ class Registry:
         except MlflowException as exc:
             if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 raise
-            raise NoModelError(f"product {product_id!r} has no registered model") from None
+        why = self.retired().get(product_id)
+        if why is not None:
+            raise NoModelError(f"product {product_id!r} is retired ({why}); `factory restore`")
+        raise NoModelError(f"product {product_id!r} has no registered model")
 
     def _by_alias(self, environment: str, alias: str, product_id: str) -> ModelVersion:
         return self.client.get_model_version_by_alias(self.name(environment, product_id), alias)

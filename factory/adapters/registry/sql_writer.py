@@ -68,6 +68,7 @@ class VersionPlan:
     model_tags: dict[str, str] = field(default_factory=dict)  # on the model's creation
     description: str = ""
     copy_of: VersionPlan | None = None  # a production copy of this (staging) plan's version
+    storage_location: str = ""  # where a `models:/` source's files are (else: the source)
 
 
 def validate_plan(plan: VersionPlan) -> None:
@@ -223,7 +224,7 @@ def _add_version(
     created: dict[str, int],
 ) -> None:
     """The rows of one new version and its tags (a copy records its original as source)."""
-    source = location = plan.source
+    source, location = plan.source, plan.storage_location or plan.source
     if plan.copy_of is not None:  # what copy_model_version records
         source = f"models:/{plan.copy_of.name}/{created[plan.copy_of.name]}"
         location = plan.copy_of.source

@@ -1,0 +1,487 @@
+"""Production's lifecycle in the registry: promote, roll back, retire, restore.
+
+Each action reads one snapshot of the products' models, checks the whole request first (so a
+refused request changes nothing), writes through the fast paths (one transaction on a database
+store), records one audit record (which also emits `factory.model.<action>`) and brings the
+status rows in line. Versions are never deleted: a rollback or a retirement only moves or
+removes aliases and tags, so every action can be undone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlalchemy
+from mlflow.store.model_registry.dbmodels.models import SqlModelVersionTag
+
+from factory.adapters.audit_log import audit_log, record_action
+from factory.adapters.registry import reading
+from factory.adapters.registry.bulk import RegistryOps, apply_ops
+from factory.adapters.registry.doctor import snapshot
+from factory.adapters.registry.names import (
+    BATCH_TAG,
+    CANDIDATE_ALIAS,
+    CHAMPION_ALIAS,
+    CURRENT_TAG,
+    DIGEST_TAG,
+    ENVIRONMENT_TAG,
+    FAMILY_TAG,
+    PRODUCT_TAG,
+    PRODUCTION,
+    RETIRED_TAG,
+    ROLLED_BACK_TAG,
+    STAGING,
+)
+from factory.adapters.registry.registry import Registry
+from factory.adapters.registry.sql_writer import VersionPlan
+from factory.adapters.state import fix_status
+from factory.core.audit import AuditEntry
+from factory.core.manifest import (
+    Manifest,
+    ManifestChange,
+    ManifestEntry,
+    diff_manifest,
+    digest_mismatches,
+)
+from factory.core.promotion import Change, PromotionError, Retirement
+from factory.core.repair import ModelState, current_body
+
+log = logging.getLogger(__name__)
+ALIAS = {STAGING: CANDIDATE_ALIAS, PRODUCTION: CHAMPION_ALIAS}
+
+
+@dataclass(frozen=True)
+class Move:
+    """One product's production alias moving from one version to another (None: no model)."""
+
+    product_id: str
+    old: int | None
+    new: int | None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _by_product(models: list[ModelState], env: str) -> dict[str, ModelState]:
+    return {m.product_id: m for m in models if m.environment == env}
+
+
+def promote(
+    registry: Registry,
+    changes: list[Change],
+    batch: str,
+    actor: str,
+    reason: str,
+    detail: dict[str, Any] | None = None,
+) -> list[Move]:
+    """Copy each approved staging winner into its product's production model (reusing the
+    production version already made from the same training key) and move `@champion` to it."""
+    changes = _still_current(registry, changes)
+    if not changes:
+        return []
+    settings = registry.settings
+    client = registry.client
+    plans = []
+    for c in changes:
+        staged = client.get_model_version(c.staging_model, str(c.staging.version))
+        tags = {
+            **dict(staged.tags or {}),
+            BATCH_TAG: batch,
+            "factory.promoted_from": f"{c.staging_model}/{c.staging.version}",
+        }
+        tags.pop(ROLLED_BACK_TAG, None)
+        plans.append(
+            VersionPlan(
+                name=c.production_model,
+                source=f"models:/{c.staging_model}/{c.staging.version}",
+                storage_location=str(staged.source),
+                run_id=str(staged.run_id or ""),
+                tags=tags,
+                alias=CHAMPION_ALIAS,
+                current_tag=CURRENT_TAG,
+                current={
+                    "config": c.staging.config,
+                    "data_fingerprint": c.staging.data_fingerprint,
+                },
+                train_key=c.staging.train_key or "",
+                model_tags={
+                    PRODUCT_TAG: c.product_id,
+                    FAMILY_TAG: c.family,
+                    ENVIRONMENT_TAG: PRODUCTION,
+                },
+                description=f"Demand forecaster for {c.product_id} ({PRODUCTION}).",
+            )
+        )
+    versions = registry.write_plans(plans)
+    moves = [
+        Move(
+            c.product_id,
+            c.production.version if c.production else None,
+            versions[c.production_model],
+        )
+        for c in changes
+    ]
+    ops = RegistryOps()
+    for c, m in zip(changes, moves, strict=True):  # a reused version: this batch, not rolled back
+        ops.set_version_tags.append((c.production_model, int(m.new or 0), BATCH_TAG, batch))
+        if c.rolled_back_before:
+            ops.delete_version_tags.append((c.production_model, int(m.new or 0), ROLLED_BACK_TAG))
+    apply_ops(client, ops, settings.registry_concurrency)
+    record_action(
+        settings.resolved_audit_url,
+        AuditEntry(
+            action="promote",
+            actor=actor,
+            products=[m.product_id for m in moves],
+            versions={m.product_id: str(m.new) for m in moves},
+            reason=reason,
+            batch=batch,
+            detail={
+                "previous": {m.product_id: m.old for m in moves},
+                "staging": {c.product_id: c.staging.version for c in changes},
+                **(detail or {}),
+            },
+        ),
+    )
+    _status(registry, {m.product_id: {"production_version": str(m.new)} for m in moves})
+    return moves
+
+
+def _still_current(registry: Registry, changes: list[Change]) -> list[Change]:
+    """The changes whose production is still what the plan saw (another promotion or a
+    rollback since then makes the plan stale for that product: it is skipped, not forced)."""
+    now = _by_product(snapshot(registry, [c.product_id for c in changes]), PRODUCTION)
+    fresh = []
+    for c in changes:
+        model = now.get(c.product_id)
+        serving = None if model is None or model.retired else model.aliases.get(CHAMPION_ALIAS)
+        planned = c.production.version if c.production else None
+        if serving == planned and not (model is not None and model.retired):
+            fresh.append(c)
+        else:
+            log.warning(
+                "%s: production changed since the plan (v%s): skipped", c.product_id, serving
+            )
+    return fresh
+
+
+def batch_moves(registry: Registry, batch: str) -> dict[str, tuple[int | None, int]]:
+    """product -> (version before, version promoted) of every promotion in this batch."""
+    found = audit_log(registry.settings.resolved_audit_url).records(action="promote", batch=batch)
+    if not found:
+        raise PromotionError(f"no promotion batch {batch!r} in the audit trail")
+    out: dict[str, tuple[int | None, int]] = {}
+    for record in found:
+        previous = record.detail.get("previous", {})
+        for pid, version in record.versions.items():
+            before = previous.get(pid)
+            out[pid] = (None if before is None else int(before), int(version))
+    return out
+
+
+def rollback(
+    registry: Registry,
+    products: Collection[str],
+    actor: str,
+    reason: str,
+    to_version: int | None = None,
+    batch: str | None = None,
+) -> list[Move]:
+    """Move production back: to `to_version`, to what a batch replaced (`batch`), else to the
+    newest earlier version not rolled back. The version left is tagged rolled back with the
+    reason, so the gate does not promote it again without a new approval.
+
+    A product whose production moved on since the batch is skipped with a warning; any other
+    problem refuses the whole request before anything changes.
+    """
+    from_batch = batch_moves(registry, batch) if batch else {}
+    wanted = sorted(set(products) | set(from_batch))
+    if not wanted:
+        raise PromotionError("nothing to roll back: name products or a batch")
+    models = _by_product(snapshot(registry, wanted), PRODUCTION)
+    moves, problems = [], []
+    for pid in wanted:
+        model = models.get(pid)
+        current = None if model is None else model.aliases.get(CHAMPION_ALIAS)
+        if model is None or model.retired or current is None:
+            problems.append(f"{pid!r} has no production model in service")
+            continue
+        if pid in from_batch:
+            before, promoted = from_batch[pid]
+            if current != promoted:
+                log.warning(
+                    "%s: production is v%s, not batch %s's v%s: left alone",
+                    pid,
+                    current,
+                    batch,
+                    promoted,
+                )
+                continue
+            target = before
+        elif to_version is not None:
+            target = to_version
+        else:
+            earlier = [
+                v.version for v in model.versions if v.version < current and not v.rolled_back
+            ]
+            target = max(earlier) if earlier else None
+            if target is None:
+                problems.append(f"{pid!r} has no earlier production version than v{current}")
+                continue
+        if target is not None and model.by_version(target) is None:
+            problems.append(f"{pid!r} has no production v{target}")
+            continue
+        if target != current:
+            moves.append(Move(pid, current, target))
+    if problems:
+        raise PromotionError("; ".join(problems))
+    return move_production(registry, models, moves, "rollback", actor, reason, batch)
+
+
+def move_production(
+    registry: Registry,
+    models: dict[str, ModelState],
+    moves: list[Move],
+    action: Literal["promote", "rollback"],
+    actor: str,
+    reason: str,
+    batch: str | None = None,
+) -> list[Move]:
+    """Point production aliases at existing versions in one write, with one audit record.
+    A rollback tags each version it leaves; a promotion clears the mark of the one it picks."""
+    ops = RegistryOps()
+    mark = json.dumps({"reason": reason, "batch": batch, "at": _now(), "by": actor})
+    for mv in moves:
+        model = models[mv.product_id]
+        if action == "rollback" and mv.old is not None:
+            ops.set_version_tags.append((model.name, mv.old, ROLLED_BACK_TAG, mark))
+        _point(ops, model, mv.new)
+    apply_ops(registry.client, ops, registry.settings.registry_concurrency)
+    record_action(
+        registry.settings.resolved_audit_url,
+        AuditEntry(
+            action=action,
+            actor=actor,
+            products=[m.product_id for m in moves],
+            versions={m.product_id: _text(m.new) for m in moves},
+            reason=reason,
+            batch=batch,
+            detail={"previous": {m.product_id: m.old for m in moves}},
+        ),
+    )
+    _status(registry, {m.product_id: {"production_version": _text(m.new)} for m in moves})
+    return moves
+
+
+def _point(ops: RegistryOps, model: ModelState, version: int | None) -> None:
+    """Aim a model's serving alias and current tag at a version (None: at nothing)."""
+    alias = ALIAS[model.environment]
+    target = model.by_version(version)
+    if target is None:
+        ops.delete_aliases.append((model.name, alias))
+        ops.delete_model_tags.append((model.name, CURRENT_TAG))
+        return
+    ops.set_aliases.append((model.name, alias, target.version))
+    ops.set_model_tags.append((model.name, CURRENT_TAG, current_body(target)))
+    if target.rolled_back:
+        ops.delete_version_tags.append((model.name, target.version, ROLLED_BACK_TAG))
+
+
+def retire(registry: Registry, retirements: list[Retirement], actor: str) -> list[str]:
+    """Take products out of service: aliases and current tags removed from both models, each
+    model tagged retired with the versions it served (kept for `restore`)."""
+    reasons = {r.product_id: r.reason for r in retirements}
+    models = snapshot(registry, list(reasons))
+    ops = RegistryOps()
+    done: dict[str, dict[str, int | None]] = {}
+    for m in models:
+        if m.retired or m.product_id not in reasons:
+            continue
+        served = m.aliases.get(ALIAS[m.environment])
+        done.setdefault(m.product_id, {})[m.environment] = served
+        body = {"reason": reasons[m.product_id], "at": _now(), "by": actor, "version": served}
+        ops.set_model_tags.append((m.name, RETIRED_TAG, json.dumps(body)))
+        ops.delete_aliases.append((m.name, ALIAS[m.environment]))
+        ops.delete_model_tags.append((m.name, CURRENT_TAG))
+    if not done:
+        return []
+    apply_ops(registry.client, ops, registry.settings.registry_concurrency)
+    retired = sorted(done)
+    record_action(
+        registry.settings.resolved_audit_url,
+        AuditEntry(
+            action="retire",
+            actor=actor,
+            products=retired,
+            versions={p: _text(done[p].get(PRODUCTION)) for p in retired},
+            reason="; ".join(sorted({reasons[p] for p in retired})),
+            detail={"reasons": {p: reasons[p] for p in retired}, "served": done},
+        ),
+    )
+    _status(registry, {p: {"status": "retired", "reason": reasons[p]} for p in retired})
+    return retired
+
+
+def restore(registry: Registry, products: Collection[str], actor: str, reason: str) -> list[str]:
+    """Undo retirements: each model's alias and current tag back on the version it served."""
+    models = snapshot(registry, sorted(set(products)))
+    retired = {m.product_id for m in models if m.retired}
+    missing = sorted(set(products) - retired)
+    if missing:
+        raise PromotionError(f"not retired: {', '.join(repr(p) for p in missing)}")
+    ops = RegistryOps()
+    versions: dict[str, dict[str, int | None]] = {}
+    for m in models:
+        if not m.retired:
+            continue
+        served = registry.client.get_registered_model(m.name).tags.get(RETIRED_TAG, "{}")
+        version = json.loads(served).get("version")
+        _point(ops, m, version)
+        ops.delete_model_tags.append((m.name, RETIRED_TAG))
+        versions.setdefault(m.product_id, {})[m.environment] = version
+    apply_ops(registry.client, ops, registry.settings.registry_concurrency)
+    done = sorted(versions)
+    record_action(
+        registry.settings.resolved_audit_url,
+        AuditEntry(
+            action="restore",
+            actor=actor,
+            products=done,
+            versions={p: _text(versions[p].get(PRODUCTION)) for p in done},
+            reason=reason,
+            detail={"served": versions},
+        ),
+    )
+    _status(
+        registry,
+        {
+            p: {
+                "status": "registered",
+                "reason": f"restored: {reason}",
+                "production_version": _text(versions[p].get(PRODUCTION)),
+            }
+            for p in done
+        },
+    )
+    return done
+
+
+def retired_products(registry: Registry) -> set[str]:
+    """Products whose models are retired."""
+    return {m.product_id for m in snapshot(registry) if m.retired}
+
+
+def production_manifest(registry: Registry) -> Manifest:
+    """What production serves: product -> version and the version's model digest."""
+    models = [m for m in snapshot(registry) if m.environment == PRODUCTION and not m.retired]
+    serving = {m.product_id: (m.name, m.aliases.get(CHAMPION_ALIAS)) for m in models}
+    serving = {p: (n, v) for p, (n, v) in serving.items() if v is not None}
+    digests = version_digests(registry, {(n, int(v)) for n, v in serving.values() if v is not None})
+    return Manifest(
+        production={
+            p: ManifestEntry(version=int(v), digest=digests.get((n, int(v))))
+            for p, (n, v) in serving.items()
+            if v is not None
+        }
+    )
+
+
+def version_digests(registry: Registry, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """(model name, version) -> the model digest tag of these versions (one query on a
+    database store, else one call per version)."""
+    out: dict[tuple[str, int], str] = {}
+    store = reading.sql_store(registry.client)
+    if store is not None:
+        t = SqlModelVersionTag.__table__
+        query = sqlalchemy.select(t.c.name, t.c.version, t.c.value).where(
+            t.c.workspace == store._get_active_workspace(),
+            t.c.name.startswith(f"{registry.prefix}.{PRODUCTION}.", autoescape=True),
+            t.c.key == DIGEST_TAG,
+        )
+        with store.ManagedSessionMaker() as session:
+            for name, version, value in session.execute(query):
+                if (name, int(version)) in wanted:
+                    out[(name, int(version))] = value
+        return out
+    for name, version in sorted(wanted):
+        tags = registry.client.get_model_version(name, str(version)).tags or {}
+        if DIGEST_TAG in tags:
+            out[(name, version)] = tags[DIGEST_TAG]
+    return out
+
+
+def _text(version: int | None) -> str:
+    return "" if version is None else str(version)
+
+
+def _status(registry: Registry, changes: dict[str, dict[str, Any]]) -> None:
+    if changes:
+        fix_status(registry.settings.state_dir, changes, {})
+
+
+def sync_production(
+    registry: Registry,
+    desired: Manifest,
+    actor: str,
+    reason: str,
+    prune: bool = False,
+    execute: bool = False,
+) -> list[ManifestChange]:
+    """The changes that bring production to the manifest (checked against the registry:
+    every version must exist and match its digest); with `execute`, made through the same
+    audited restore, promote, rollback and retire paths."""
+    current = production_manifest(registry)
+    changes = diff_manifest(current, desired, prune)
+    wanted = [c.product_id for c in changes]
+    models = snapshot(registry, wanted) if wanted else []
+    production = _by_product(models, PRODUCTION)
+    known: dict[str, dict[int, str | None]] = {}
+    names = {m.name: m.product_id for m in production.values()}
+    versions = {m.name: [v.version for v in m.versions] for m in production.values()}
+    digests = version_digests(registry, {(n, v) for n, vs in versions.items() for v in vs})
+    for name, pid in names.items():
+        known[pid] = {v: digests.get((name, v)) for v in versions[name]}
+    targets = Manifest(
+        production={
+            c.product_id: desired.production[c.product_id] for c in changes if c.target is not None
+        }
+    )
+    problems = digest_mismatches(targets, known)
+    if problems:
+        raise PromotionError("; ".join(problems))
+    if not execute or not changes:
+        return changes
+    restore_ids = [
+        c.product_id
+        for c in changes
+        if c.action == "restore"
+        and production.get(c.product_id)
+        and production[c.product_id].retired
+    ]
+    if restore_ids:
+        restore(registry, restore_ids, actor, reason)
+        production = _by_product(snapshot(registry, wanted), PRODUCTION)
+    for action in ("promote", "rollback"):
+        moves = [
+            Move(c.product_id, production[c.product_id].aliases.get(CHAMPION_ALIAS), c.target)
+            for c in changes
+            if c.target is not None
+            and (c.action == action or (action == "promote" and c.action == "restore"))
+        ]
+        moves = [m for m in moves if m.old != m.new]
+        if moves:
+            move_production(registry, production, moves, action, actor, reason)  # type: ignore[arg-type]
+    gone = [
+        Retirement(c.product_id, f"not in the production manifest ({reason})")
+        for c in changes
+        if c.action == "retire"
+    ]
+    if gone:
+        retire(registry, gone, actor)
+    return changes
