@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from prefect.input.actions import create_flow_run_input, read_flow_run_input
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from pydantic import Field
 
 from factory.adapters.audit_log import current_actor, record_action
@@ -139,7 +139,7 @@ def _wait_for_approval(plan: PromotionPlan, text: str, hours: float) -> Promotio
     """Suspend a deployment's run until an engineer answers in the Prefect UI (the worker is
     freed meanwhile). A run outside a deployment (the CLI) cannot be resumed by a worker: it
     reports "awaiting approval", and `factory promote --approve/--reject` answers."""
-    if not flow_run.deployment_id:
+    if not deployment.id:
         return None
     form = PromotionApproval.with_initial_data(description=text, decision="approve")
     create_flow_run_input(PLAN_KEY, PLAN.dump_json(plan).decode())

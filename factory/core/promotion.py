@@ -296,8 +296,10 @@ def describe(radius: BlastRadius, batch: str, limit: int = 50) -> str:
             f"- Volume-weighted {radius.metric} of the replaced products:"
             f" {before:.4g} now -> {after:.4g} after ({_pct(_rel(after, before))})."
         )
-    lines += ["", "**Needs approval because:**", ""]
-    lines += [f"- {r}" for r in radius.reasons] or ["- (within limits)"]
+    if radius.reasons:
+        lines += ["", "**Needs approval because:**", ""] + [f"- {r}" for r in radius.reasons]
+    else:
+        lines += ["", "**Within fleet.yaml's promotion limits:** no approval needed."]
     lines += [
         "",
         f"| product | family | production | staging | {radius.metric} now | "
@@ -313,11 +315,12 @@ def describe(radius: BlastRadius, batch: str, limit: int = 50) -> str:
         )
     if len(radius.changes) > limit:
         lines.append(f"\n... and {len(radius.changes) - limit} more (`factory promote --plan`).")
-    lines += [
-        "",
-        "Resume with **decision** `approve` (all, or only the ids in **products**) or `reject`"
-        " with a **reason**; **approver** is recorded in the audit trail.",
-    ]
+    if radius.reasons:
+        lines += [
+            "",
+            "Resume with **decision** `approve` (all, or only the ids in **products**) or"
+            " `reject` with a **reason**; **approver** is recorded in the audit trail.",
+        ]
     return "\n".join(lines)
 
 
