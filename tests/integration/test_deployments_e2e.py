@@ -218,6 +218,9 @@ def test_deployments_file_declares_schedules_triggers_and_limits() -> None:
         ("watch_landing", "poll"),
         ("monitor_drift", "daily"),
         ("forecast_products_flow", "daily"),
+        ("promote_fleet", "on-trained"),
+        ("rollback", "by-hand"),
+        ("sync_production", "by-hand"),
     }
     assert all(d["concurrency_limit"]["limit"] == 1 for d in by_name.values())
     on_data = by_name[("retrain_products", "on-data")]
@@ -230,6 +233,10 @@ def test_deployments_file_declares_schedules_triggers_and_limits() -> None:
         assert t.for_each == {"prefect.resource.id"} and t.within.total_seconds() >= 60
         assert t.parameters is not None
         assert t.parameters["products"]["__prefect_kind"] == "json"
+    on_trained = by_name[("promote_fleet", "on-trained")]
+    (promote,) = _initialize_deployment_triggers("on-trained", on_trained["triggers"])
+    assert promote.expect == {"factory.fleet.trained"}
+    assert promote.for_each == {"prefect.resource.id"}
 
 
 def test_schedules_create_runs_on_the_server(tmp_path: Path) -> None:

@@ -377,9 +377,12 @@ def retired_products(registry: Registry) -> set[str]:
     return {m.product_id for m in snapshot(registry) if m.retired}
 
 
-def production_manifest(registry: Registry) -> Manifest:
-    """What production serves: product -> version and the version's model digest."""
-    models = [m for m in snapshot(registry) if m.environment == PRODUCTION and not m.retired]
+def production_manifest(registry: Registry, models: list[ModelState] | None = None) -> Manifest:
+    """What production serves: product -> version and the version's model digest (`models`:
+    a snapshot already read)."""
+    if models is None:
+        models = snapshot(registry)
+    models = [m for m in models if m.environment == PRODUCTION and not m.retired]
     serving = {m.product_id: (m.name, m.aliases.get(CHAMPION_ALIAS)) for m in models}
     serving = {p: (n, v) for p, (n, v) in serving.items() if v is not None}
     digests = version_digests(registry, {(n, int(v)) for n, v in serving.values() if v is not None})
@@ -436,22 +439,17 @@ def sync_production(
     """The changes that bring production to the manifest (checked against the registry:
     every version must exist and match its digest); with `execute`, made through the same
     audited restore, promote, rollback and retire paths."""
-    current = production_manifest(registry)
-    changes = diff_manifest(current, desired, prune)
-    wanted = [c.product_id for c in changes]
-    models = snapshot(registry, wanted) if wanted else []
+    models = snapshot(registry)
     production = _by_product(models, PRODUCTION)
-    known: dict[str, dict[int, str | None]] = {}
-    names = {m.name: m.product_id for m in production.values()}
-    versions = {m.name: [v.version for v in m.versions] for m in production.values()}
-    digests = version_digests(registry, {(n, v) for n, vs in versions.items() for v in vs})
-    for name, pid in names.items():
-        known[pid] = {v: digests.get((name, v)) for v in versions[name]}
-    targets = Manifest(
-        production={
-            c.product_id: desired.production[c.product_id] for c in changes if c.target is not None
-        }
-    )
+    changes = diff_manifest(production_manifest(registry, models), desired, prune)
+    wanted = [c.product_id for c in changes]
+    every = {(m.name, v.version) for m in production.values() for v in m.versions}
+    digests = version_digests(registry, every)
+    known = {
+        pid: {v.version: digests.get((m.name, v.version)) for v in m.versions}
+        for pid, m in production.items()
+    }
+    targets = desired  # every entry, changed or not, must match the registry
     problems = digest_mismatches(targets, known)
     if problems:
         raise PromotionError("; ".join(problems))
