@@ -222,6 +222,11 @@ def train(
     console.print(
         "ms per product: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.per_product_ms.items())
     )
+    if not spec.auto_promote and summary.counts.get("registered"):
+        console.print(
+            f"staging only (promotion: {spec.promotion.mode}): `factory promote --plan` shows"
+            " what would reach production, `factory promote` promotes it"
+        )
 
 
 @app.command()
@@ -470,6 +475,10 @@ def demo(
     code = subprocess.call(
         [sys.executable, "-m", "factory.cli", "train", "--fleet", str(fleet)], env=env
     )
+    if not code:  # the first promotion: new products only, so within the limits
+        code = subprocess.call(
+            [sys.executable, "-m", "factory.cli", "promote", "--fleet", str(fleet)], env=env
+        )
     console.print(f"\nPrefect UI: {prefect.url}/runs   (flow runs, progress and summary artifacts)")
     console.print(f"MLflow UI:  {mlflow_ui.url}/#/models   (one model per product and environment)")
     console.print(

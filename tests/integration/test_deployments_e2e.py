@@ -7,174 +7,51 @@ factory home, all stopped by fixtures, including flow-run processes the worker s
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from uuid import UUID
 
 import pandas as pd
 import pytest
 import yaml
-from mlflow import MlflowClient
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.states import Cancelling
 
 from factory.adapters.data import read_panel, write_panel
 from factory.adapters.events import LANDED as LANDED_EVENT
 from factory.adapters.events import ProductsPayload, event_body
 from factory.adapters.landing_zone import LEDGER_FILE
 from factory.core.synthetic import PanelSpec, generate_panel
-from factory.local import Service, free_port, start_prefect, stop_pid
-from tests.support.fleets import AS_OF, REPO
-from tests.support.prefect_api import PrefectApi
-from tests.support.processes import stop_tree
+from tests.support.deployed import (
+    Stack,
+    champions,
+    clean_env,
+    deployed,
+    finished,
+    is_suspended,
+    train_nightly,
+    versions,
+    worker_stack,
+)
+from tests.support.fleets import REPO
 
 pytestmark = pytest.mark.integration
 
-BIN = Path(sys.executable).parent
-POOL = "factory"
 HISTORY_END = "2026-10-31"
 # Products chosen so their champion is refreshed (same config, new data) by 3 new days; the
 # test still checks every claim against the registry rather than trusting this choice.
 LANDED = ["apparel-00002", "grocery-00005", "toys-00003"]
 DECAYED = ["electronics-00004", "household-00006"]
-TERMINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
-
-
-class Stack(PrefectApi):
-    """A Prefect server with the factory's deployments and a worker on the work pool."""
-
-    def __init__(self, server: Service, env: dict[str, str], home: Path, worker_log: Path):
-        super().__init__(f"{server.url}/api")
-        self.server, self.env, self.home, self.worker_log = server, env, home, worker_log
-
-    def log_tail(self, n: int = 60) -> str:
-        if not self.worker_log.exists():
-            return ""
-        lines = self.worker_log.read_text(errors="replace").splitlines()
-        return "\n".join(lines[-n:])
-
-    def wait(self, what: str, check: Callable[[], Any], timeout: float) -> Any:
-        """Poll until `check()` is truthy; fail with the worker's log after `timeout` s."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = check()
-            if value:
-                return value
-            time.sleep(1)
-        raise AssertionError(
-            f"timed out after {timeout:.0f}s waiting for {what}\n{self.log_tail()}"
-        )
-
-    def finished(self, run_id: UUID, timeout: float = 150) -> FlowRun:
-        """Wait for a flow run to end; it must have completed."""
-        run: FlowRun = self.wait(
-            f"flow run {run_id}",
-            lambda: (r := self.client.read_flow_run(run_id)).state_type in TERMINAL and r,
-            timeout,
-        )
-        assert run.state_type == StateType.COMPLETED, f"{run.state}\n{self.log_tail()}"
-        return run
-
-
-def cli(args: list[str], env: dict[str, str]) -> str:
-    """Run a console command from the repository root; it must succeed."""
-    done = subprocess.run(
-        [str(BIN / args[0]), *args[1:]],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without Prefect or factory settings, plus `extra`."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FACTORY_"))}
-    base["PATH"] = f"{BIN}{os.pathsep}{base.get('PATH', '')}"  # `python` is the venv's
-    return {**base, **extra}
-
-
-@contextlib.contextmanager
-def deployed(tmp_path: Path) -> Iterator[tuple[Service, dict[str, str]]]:
-    """A server with the work pool and every deployment of deployments/prefect.yaml."""
-    server = start_prefect(tmp_path, free_port())
-    try:
-        env = clean_env(
-            PREFECT_API_URL=f"{server.url}/api",
-            PREFECT_HOME=str(tmp_path / "prefect-client"),
-            PREFECT_SERVER_ANALYTICS_ENABLED="false",
-            FACTORY_PROJECT_DIR=str(REPO),
-        )
-        cli(["prefect", "work-pool", "create", POOL, "--type", "process"], env)
-        deploy = ["prefect", "--no-prompt", "deploy", "--all"]
-        cli([*deploy, "--prefect-file", "deployments/prefect.yaml"], env)
-        yield server, env
-    finally:
-        stop_pid(server.pid)
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     """Server + work pool + `prefect deploy --all` + a worker with this test's FACTORY_HOME."""
-    home = tmp_path / "factory"
-    worker: subprocess.Popen | None = None
-    with deployed(tmp_path) as (server, env):
-        try:
-            log = tmp_path / "worker.log"
-            worker_env = {
-                **env,
-                "FACTORY_HOME": str(home),
-                "FACTORY_AS_OF": AS_OF,
-                "PREFECT_WORKER_QUERY_SECONDS": "1",
-            }
-            command = ["worker", "start", "--pool", POOL, "--name", tmp_path.name]
-            with log.open("wb") as out:
-                worker = subprocess.Popen(
-                    [str(BIN / "prefect"), *command],
-                    cwd=REPO,
-                    env=worker_env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            with Stack(server, env, home, log) as stack:
-                stack.wait(
-                    "the worker to register",
-                    lambda: stack.client.read_workers_for_work_pool(POOL),
-                    60,
-                )
-                yield stack
-                for run in stack.client.read_flow_runs():  # cancel what still runs (the watcher)
-                    if run.state_type in (StateType.RUNNING, StateType.PENDING):
-                        stack.client.set_flow_run_state(run.id, Cancelling(), force=True)
-        finally:
-            if worker is not None:
-                stop_tree(worker.pid)
-
-
-def registry(home: Path) -> MlflowClient:
-    """The worker's MLflow store (registry URI explicit: other tests set a process-wide one)."""
-    uri = f"sqlite:///{home / 'mlflow.db'}"
-    return MlflowClient(uri, registry_uri=uri)
-
-
-def versions(home: Path) -> dict[tuple[str, str], dict[str, str]]:
-    """(model name, version) -> tags, for every version in the factory's registry."""
-    return {
-        (v.name, str(v.version)): dict(v.tags)
-        for v in registry(home).search_model_versions(max_results=10_000)
-    }
+    with worker_stack(tmp_path) as running:
+        yield running
 
 
 def drop(folder: Path, name: str, frame: pd.DataFrame) -> float:
@@ -186,11 +63,6 @@ def drop(folder: Path, name: str, frame: pd.DataFrame) -> float:
     return time.time()
 
 
-def finished(stack: Stack, deployment: str) -> list[FlowRun]:
-    """Runs of a deployment that have ended."""
-    return [r for r in stack.runs(deployment) if r.state_type in TERMINAL]
-
-
 def one_retrain(stack: Stack) -> list[FlowRun]:
     """Wait for retrain-products/on-data to end; exactly one run, and it completed."""
     retrain = stack.wait(
@@ -200,11 +72,6 @@ def one_retrain(stack: Stack) -> list[FlowRun]:
     )
     assert len(retrain) == 1 and retrain[0].state_type == StateType.COMPLETED, stack.log_tail()
     return retrain
-
-
-def train_nightly(stack: Stack) -> None:
-    """Run train-fleet/nightly now and wait for it (the first champions)."""
-    stack.finished(stack.run("train-fleet/nightly"), timeout=180)
 
 
 def test_deployments_file_declares_schedules_triggers_and_limits() -> None:
