@@ -77,6 +77,7 @@ def check_settings(
         else:
             probed[uri] = _check(field, uri, *check_mlflow_uri(uri, registry, probe, timeout))
             checks.append(probed[uri])
+    checks.append(_audit_check(settings, probe, timeout))
     for field, role in STORAGE.items():
         url = getattr(settings, field)
         resolved = getattr(settings, f"resolved_{field}")
@@ -93,6 +94,20 @@ def check_settings(
         else _check("ray_address", "", "local Ray on this machine")
     )
     return checks
+
+
+def _audit_check(settings: Settings, probe: bool, timeout: float) -> SettingCheck:
+    """The audit trail's database: SQLite under FACTORY_HOME by default, or a server."""
+    url = settings.audit_url
+    if url is None:
+        return _check("audit_url", settings.resolved_audit_url, "audit trail (default, SQLite)")
+    kind = urlsplit(url).scheme.lower().split("+", 1)[0]
+    if kind == "sqlite":
+        return _check("audit_url", url, "audit trail (SQLite)", sqlite_problem(url))
+    if kind in ("postgresql", "postgres"):
+        problem = database_problem(url, "postgresql", timeout) if probe else None
+        return _check("audit_url", url, "audit trail (PostgreSQL)", problem)
+    return _check("audit_url", url, "audit trail", "expected sqlite:/// or postgresql:// URL")
 
 
 def _check(field: str, value: str, target: str, problem: str | None = None) -> SettingCheck:

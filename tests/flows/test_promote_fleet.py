@@ -19,6 +19,7 @@ import yaml
 from mlflow import MlflowClient
 
 from factory.adapters.audit_log import audit_log
+from factory.core.audit import ACTIONS
 from factory.adapters.data import read_panel, write_panel
 from factory.adapters.registry.doctor import repair
 from factory.adapters.registry.registry import Registry
@@ -250,19 +251,22 @@ def test_manifest_export_edit_apply_changes_exactly_the_edited_products(
 def test_every_action_leaves_one_audit_record_and_one_event_and_the_chain_detects_edits(
     promoted: tuple[Path, dict[str, int]],
 ) -> None:
+    from factory.adapters.registry.lifecycle import restore, retire
+    from factory.core.promotion import Retirement
+
     fleet, before = promoted
+    first = sorted(before)[0]
     retrain_all(fleet)
     promote_fleet(str(fleet), approval=PromotionApproval(approver="a", reason="r"))
-    rollback("r", products=[sorted(before)[0]])
+    rollback("r", products=[first])
+    promote_fleet(str(fleet), approval=PromotionApproval(approver="b", decision="reject"))
+    registry = Registry(get_settings())
+    retire(registry, [Retirement(first, "discontinued")], "os: test")
+    restore(registry, [first], "os: test", "back")
     records = audit()
     assert audit_log(get_settings().resolved_audit_url).verify() == []
     expected = Counter(f"factory.model.{r.action}" for r in records)
-    assert set(expected) >= {
-        "factory.model.register",
-        "factory.model.promote",
-        "factory.model.approve",
-        "factory.model.rollback",
-    }
+    assert set(expected) == {f"factory.model.{a}" for a in ACTIONS}  # each kind, once or more
     seen = wait_for_events(expected, since=records[0].at)  # this test's (one harness server)
     assert {name: seen[name] for name in expected} == dict(expected)
 

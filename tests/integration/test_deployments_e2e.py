@@ -24,6 +24,7 @@ from factory.adapters.data import read_panel, write_panel
 from factory.adapters.events import LANDED as LANDED_EVENT
 from factory.adapters.events import ProductsPayload, event_body
 from factory.adapters.landing_zone import LEDGER_FILE
+from factory.adapters.registry.names import STAGING
 from factory.core.synthetic import PanelSpec, generate_panel
 from tests.support.deployed import (
     Stack,
@@ -32,6 +33,7 @@ from tests.support.deployed import (
     deployed,
     finished,
     is_suspended,
+    models_in,
     train_nightly,
     versions,
     worker_stack,
@@ -123,8 +125,9 @@ def test_landed_file_retrains_exactly_its_products_once(stack: Stack) -> None:
     full = generate_panel(PanelSpec(n_products=12, seed=5, end="2026-11-10")).frame
     write_panel(full[full["ds"] <= HISTORY_END], str(stack.home / "data"))
     train_nightly(stack)
-    before = versions(stack.home)
+    before, serving = versions(stack.home), champions(stack.home)
     assert {t["factory.product_id"] for t in before.values()} >= set(LANDED)
+    assert set(serving) >= set(LANDED)
 
     watcher = stack.run("watch-landing/poll", poll_seconds=1, run_for_seconds=240)
     stack.wait(
@@ -142,14 +145,20 @@ def test_landed_file_retrains_exactly_its_products_once(stack: Stack) -> None:
     assert event.payload["product_ids"] == LANDED
     fingerprints = event.payload["fingerprints"]
 
+    # Training writes staging only. The promote-fleet run its factory.fleet.trained event starts
+    # would replace production for 3 of 12 products (> 5% of recent sales): it suspends for an
+    # approval, and production serves what it served before.
+    (promotion,) = stack.promotions_since(retrain[0])
+    assert is_suspended(promotion), f"{promotion.state}\n{stack.log_tail()}"
     after = versions(stack.home)
     new = {key: tags for key, tags in after.items() if key not in before}
     assert {tags["factory.product_id"] for tags in new.values()} == set(LANDED)
-    for pid in LANDED:  # a staging version and its production copy, on the new data
-        mine = [tags for tags in new.values() if tags["factory.product_id"] == pid]
-        assert len(mine) == 2, pid
-        assert {tags["factory.data_fingerprint"] for tags in mine} == {fingerprints[pid]}
-        assert mine[0]["factory.trained_until"] == "2026-11-03"
+    assert {name for name, _ in new} <= models_in(stack.home, STAGING)
+    for pid in LANDED:  # one staging version each, on the new data
+        (mine,) = [tags for tags in new.values() if tags["factory.product_id"] == pid]
+        assert mine["factory.data_fingerprint"] == fingerprints[pid]
+        assert mine["factory.trained_until"] == "2026-11-03"
+    assert champions(stack.home) == serving
     history = read_panel(str(stack.home / "data"))
     assert len(history) == len(full[full["ds"] <= HISTORY_END]) + len(landed)
 
@@ -188,7 +197,11 @@ def test_landed_file_retrains_exactly_its_products_once(stack: Stack) -> None:
     newest = max(runs, key=lambda r: r.created)
     assert newest.state_type == StateType.COMPLETED
     assert newest.parameters["products"] == [LANDED[0]]
+    # Its train run still announces itself; the promote-fleet run finds the same pending batch.
+    (again,) = stack.promotions_since(newest)
+    assert is_suspended(again), f"{again.state}\n{stack.log_tail()}"
     assert versions(stack.home) == after  # nothing changed in its data: nothing to register
+    assert champions(stack.home) == serving
 
 
 def test_drifted_products_and_only_those_are_retrained(stack: Stack) -> None:
@@ -196,8 +209,9 @@ def test_drifted_products_and_only_those_are_retrained(stack: Stack) -> None:
     write_panel(full[full["ds"] <= HISTORY_END], str(stack.home / "data"))
     train_nightly(stack)
     stack.finished(stack.run("forecast-products/daily"), timeout=120)
-    before = versions(stack.home)
+    before, serving = versions(stack.home), champions(stack.home)
     assert {t["factory.product_id"] for t in before.values()} >= set(DECAYED)
+    assert set(serving) >= set(DECAYED)
 
     # Three weeks of actuals arrive for every product (straight into the history, as a nightly
     # load would); two products' demand has collapsed to 30% of what the models expect.
@@ -224,8 +238,14 @@ def test_drifted_products_and_only_those_are_retrained(stack: Stack) -> None:
     trained = pd.read_parquet(stack.home / "state" / "products.parquet").set_index("product_id")
     subflow = trained.loc[DECAYED[0], "flow_run_id"]
     assert set(trained.index[trained["flow_run_id"] == subflow]) == set(DECAYED)
+    # The retrain's promote-fleet run promotes within the limits or waits for an approval;
+    # either way only the retrained products can have changed, in staging or in production.
+    (promotion,) = stack.promotions_since(retrain[0])
+    assert promotion.state_type == StateType.COMPLETED or is_suspended(promotion), stack.log_tail()
     new = {k: t for k, t in versions(stack.home).items() if k not in before}
     assert {t["factory.product_id"] for t in new.values()} <= set(DECAYED)
+    moved = {p for p, v in champions(stack.home).items() if serving.get(p) != v}
+    assert moved <= set(DECAYED)
 
     status = subprocess.run(
         [sys.executable, "-m", "factory.cli", "status", "--drift", "performance"],

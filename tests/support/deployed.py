@@ -17,10 +17,12 @@ from typing import Any
 from uuid import UUID
 
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.states import Cancelling
 
 from factory.adapters.registry.names import (
+    CANDIDATE_ALIAS,
     CHAMPION_ALIAS,
     ENVIRONMENT_TAG,
     PRODUCT_TAG,
@@ -197,14 +199,26 @@ def versions(home: Path) -> dict[tuple[str, str], dict[str, str]]:
     }
 
 
+def served(home: Path, environment: str = PRODUCTION) -> dict[str, ModelVersion]:
+    """product -> the version an environment serves (production @champion, staging @candidate)."""
+    client = registry(home)
+    alias = CHAMPION_ALIAS if environment == PRODUCTION else CANDIDATE_ALIAS
+    return {
+        m.tags[PRODUCT_TAG]: client.get_model_version_by_alias(m.name, alias)
+        for m in client.search_registered_models(max_results=1000)
+        if m.tags.get(ENVIRONMENT_TAG) == environment and alias in m.aliases
+    }
+
+
 def champions(home: Path) -> dict[str, int]:
     """product -> the version production's `@champion` points at."""
-    client = registry(home)
-    out: dict[str, int] = {}
-    for model in client.search_registered_models(max_results=1000):
-        if model.tags.get(ENVIRONMENT_TAG) == PRODUCTION and CHAMPION_ALIAS in model.aliases:
-            out[model.tags[PRODUCT_TAG]] = int(model.aliases[CHAMPION_ALIAS])
-    return out
+    return {pid: int(v.version) for pid, v in served(home).items()}
+
+
+def models_in(home: Path, environment: str) -> set[str]:
+    """Names of the registered models of one environment (staging or production)."""
+    found = registry(home).search_registered_models(max_results=1000)
+    return {m.name for m in found if m.tags.get(ENVIRONMENT_TAG) == environment}
 
 
 def finished(stack: Stack, deployment: str) -> list[FlowRun]:
