@@ -20,6 +20,7 @@ from factory.cli import app
 from factory.core.synthetic import PanelSpec, generate_panel, product_ids
 from factory.settings import get_settings
 from tests.support.fleets import AS_OF, REPO, write_fleet
+from tests.support.homes import home_in
 
 # Prefect binds its console log handler to the sys.stderr of the moment `prefect.main` is first
 # imported; importing it at collection keeps that from being a CliRunner stream closed after use.
@@ -212,19 +213,12 @@ def trained(
 ) -> Iterator[dict]:
     """One `factory train` run on a 20-product panel (2 bad products), shared by the module."""
     root = tmp_path_factory.mktemp("cli-train")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("FACTORY_HOME", str(root / "factory"))
-        mp.setenv("FACTORY_AS_OF", AS_OF)
-        for var in ("FACTORY_DATA_URL", "FACTORY_MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
-            mp.delenv(var, raising=False)
-        get_settings.cache_clear()
+    with home_in(root):
         panel = generate_panel(PanelSpec(n_products=20, seed=11, defects=TRAIN_DEFECTS))
         write_panel(panel.frame, get_settings().resolved_data_url)
         fleet = write_fleet(root / "fleet.yaml", shard_size=10)
         result = invoke("train", "--fleet", str(fleet))
         yield {"root": root, "result": result}
-    get_settings.cache_clear()
 
 
 @pytest.fixture

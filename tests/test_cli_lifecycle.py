@@ -12,6 +12,7 @@ from factory.adapters.data import write_panel
 from factory.core.synthetic import PanelSpec, generate_panel
 from factory.settings import get_settings
 from tests.support.fleets import AS_OF, REPO
+from tests.support.homes import home_in
 from tests.test_cli import assert_user_error, invoke
 
 COMMANDS = ("promote", "rollback", "retire", "restore", "manifest", "audit")
@@ -55,23 +56,18 @@ def test_a_broken_manifest_is_one_line_naming_the_file(factory_home: Path) -> No
 
 
 @pytest.fixture(scope="module")
-def governed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def governed(
+    prefect_harness: None, local_ray: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     """A home trained once on the repository's fleet.yaml (promotion: approve)."""
     root = tmp_path_factory.mktemp("governed")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("FACTORY_HOME", str(root / "factory"))
-        mp.setenv("FACTORY_AS_OF", AS_OF)
-        for var in ("FACTORY_DATA_URL", "FACTORY_MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
-            mp.delenv(var, raising=False)
-        get_settings.cache_clear()
+    with home_in(root):
         panel = generate_panel(PanelSpec(n_products=8, seed=2))
         write_panel(panel.frame, get_settings().resolved_data_url)
         trained = invoke("train", "--fleet", str(REPO / "fleet.yaml"))
         assert trained.exit_code == 0, trained.output
         assert "factory promote" in trained.stdout  # staging only: how to go on
-        yield root
-    get_settings.cache_clear()
+    yield root
 
 
 def test_promote_plan_promote_retire_restore_and_manifest_from_the_command_line(
