@@ -82,13 +82,18 @@ def timed(timings: list[Timing], store: str, action: str, n: int, call: Callable
 
 
 def silence_events() -> None:
-    """No Prefect server for events: drop PREFECT_API_URL and give the events worker a null
-    client, so `emit_event` returns None (the audit record still stands)."""
-    from prefect.events.clients import NullEventsClient
-    from prefect.events.worker import EventsWorker
+    """No Prefect events from this process, and so no Prefect server started for them.
+
+    With no PREFECT_API_URL, Prefect's first `emit_event` starts an ephemeral server (a
+    uvicorn subprocess, ~10 s); PREFECT_SERVER_EPHEMERAL_ENABLED=false does not stop the
+    events worker from starting it, a null events client still starts it for the worker's
+    orchestration client, and PREFECT_API_URL="" makes `emit_event` raise. So `emit_event`
+    answers None, as Prefect's own does where it emits no events; the audit record stands.
+    """
+    import prefect.events
 
     os.environ.pop("PREFECT_API_URL", None)
-    EventsWorker.set_client_override(NullEventsClient)
+    prefect.events.emit_event = lambda *_, **__: None  # read by audit_log at each call
     # one "event not sent (Prefect emits no events here)" warning per action otherwise
     logging.getLogger("factory.adapters.audit_log").setLevel(logging.ERROR)
 
@@ -161,26 +166,25 @@ def plain_rollback(client: MlflowClient, plan: list[tuple[str, str, str]]) -> No
         client.set_model_version_tag(name, "2", ROLLED_BACK_TAG, mark)
 
 
-def rollback_comparison(registry: Registry, store: str, n: int, timings: list[Timing]) -> None:
-    """The v2 batch rolled back by the factory and by the plain loop, each from v2 serving."""
-    v2 = frozenset({2})
-    roll_forward(registry)  # the server's store: 10 products already on v2 after the sync
-    expect(registry, 2, frozenset(), n)
+def compare_rollback(
+    registry: Registry, local: Registry, store: str, n: int, timings: list[Timing]
+) -> None:
+    """The v2 batch rolled back through `registry` by the factory, then by the plain loop,
+    each from v2 serving. `local` reads and rolls forward the same store directly."""
+    roll_forward(local)
+    expect(local, 2, frozenset(), n)
     rollback = lambda: lifecycle.rollback(registry, [], ACTOR, "bench", batch=BATCH)  # noqa: E731
     moves = timed(timings, store, "rollback (factory)", n, rollback)
     assert len(moves) == n, f"rolled back {len(moves)} of {n}"
-    expect(registry, 1, v2, n)
-    factory_state = serving(registry)
-    forward = timed(
-        timings, store, "roll forward (move_production)", n, lambda: roll_forward(registry)
-    )
-    assert len(forward) == n, f"rolled forward {len(forward)} of {n}"
-    expect(registry, 2, frozenset(), n)
-    plan = plain_plan(registry)
+    expect(local, 1, frozenset({2}), n)
+    factory_state = serving(local)
+    roll_forward(local)
+    expect(local, 2, frozenset(), n)
+    plan = plain_plan(local)
     client = MlflowClient(registry.settings.tracking_uri, registry.settings.tracking_uri)
     client.get_registered_model(plan[0][0])  # the client's store opened outside the timing
     timed(timings, store, "rollback (plain MlflowClient)", n, lambda: plain_rollback(client, plan))
-    if serving(registry) != factory_state:
+    if serving(local) != factory_state:
         raise AssertionError("the plain rollback left production unlike the factory's")
 
 
@@ -209,12 +213,15 @@ def local_actions(registry: Registry, n: int, timings: list[Timing]) -> None:
     promote = lambda: lifecycle.promote(registry, changes, BATCH, ACTOR, "bench v2")  # noqa: E731
     timed(timings, store, "promote v2", n, promote)
     expect(registry, 2, frozenset(), n)
-    rollback_comparison(registry, store, n, timings)
+    compare_rollback(registry, registry, store, n, timings)
+    forward = lambda: roll_forward(registry)  # noqa: E731
+    moved = timed(timings, store, "roll forward (move_production)", n, forward)
+    assert len(moved) == n, f"rolled forward {len(moved)} of {n}"
     ids = sorted(serving(registry))
     gone = [Retirement(p, "bench") for p in ids]
     timed(timings, store, "retire", n, lambda: lifecycle.retire(registry, gone, ACTOR))
     timed(timings, store, "restore", n, lambda: lifecycle.restore(registry, ids, ACTOR, "bench"))
-    expect(registry, 1, frozenset({2}), n)
+    expect(registry, 2, frozenset(), n)
     manifest_actions(registry, store, n, timings)
 
 
@@ -225,11 +232,11 @@ def manifest_actions(registry: Registry, store: str, n: int, timings: list[Timin
     current = lifecycle.production_manifest(registry)
     edited = sorted(current.production)[:EDITED]
     names = {p: registry.name(PRODUCTION, p) for p in edited}
-    digests = lifecycle.version_digests(registry, {(name, 2) for name in names.values()})
+    digests = lifecycle.version_digests(registry, {(name, 1) for name in names.values()})
     desired = Manifest(
         production={
             **current.production,
-            **{p: ManifestEntry(version=2, digest=digests.get((names[p], 2))) for p in edited},
+            **{p: ManifestEntry(version=1, digest=digests.get((names[p], 1))) for p in edited},
         }
     )
 
@@ -240,7 +247,7 @@ def manifest_actions(registry: Registry, store: str, n: int, timings: list[Timin
     done = timed(timings, store, f"sync execute ({EDITED} changed)", n, lambda: sync(True))
     assert dry == done == EDITED, f"sync changed {dry}/{done}, expected {EDITED}"
     moved = {p: s[0] for p, s in serving(registry).items() if p in names}
-    assert set(moved.values()) == {2}, moved
+    assert set(moved.values()) == {1}, moved
 
 
 def server_actions(home: Path, n: int, workers: int, timings: list[Timing]) -> None:
@@ -251,25 +258,26 @@ def server_actions(home: Path, n: int, workers: int, timings: list[Timing]) -> N
         remote = Registry(Settings(home=home, mlflow_tracking_uri=server.url))
         threads = remote.settings.registry_concurrency
         store = f"mlflow server (sqlite, {workers} worker(s), {threads} threads)"
-        rollback_comparison(remote, store, n, timings)
+        compare_rollback(remote, Registry(Settings(home=home)), store, n, timings)
     finally:
         server.stop()
 
 
-def show(timings: list[Timing]) -> Table:
-    """The timings as a rich table, with plain/factory for each store's rollback."""
-    factory = {t.store: t.seconds for t in timings if t.action == "rollback (factory)"}
-    table = Table(title="Production lifecycle at fleet size")
-    for column in ("store", "action", "products", "seconds", "products/s", "plain/factory"):
-        table.add_column(column, justify="left" if column in ("store", "action") else "right")
-    for t in timings:
-        ratio = ""
-        if t.action == "rollback (plain MlflowClient)" and t.store in factory:
-            ratio = f"{t.seconds / factory[t.store]:.1f}x"
-        table.add_row(
-            t.store, t.action, str(t.products), f"{t.seconds:.2f}", f"{t.rate:.0f}", ratio
-        )
-    return table
+def show(timings: list[Timing]) -> list[Table]:
+    """One rich table per store, with plain/factory on the plain rollback's row."""
+    tables = []
+    for store in dict.fromkeys(t.store for t in timings):
+        rows = [t for t in timings if t.store == store]
+        factory = next((t.seconds for t in rows if t.action == "rollback (factory)"), None)
+        table = Table(title=store, title_justify="left")
+        for column in ("action", "products", "seconds", "products/s", "plain/factory"):
+            table.add_column(column, justify="left" if column == "action" else "right")
+        for t in rows:
+            plain = t.action == "rollback (plain MlflowClient)" and factory
+            ratio = f"{t.seconds / factory:.1f}x" if plain and factory else ""
+            table.add_row(t.action, str(t.products), f"{t.seconds:.2f}", f"{t.rate:.0f}", ratio)
+        tables.append(table)
+    return tables
 
 
 def to_json(n: int, timings: list[Timing]) -> dict[str, object]:
@@ -323,7 +331,8 @@ def main() -> None:
         build(registry, outcomes, timings)
         local_actions(registry, args.products, timings)
         server_actions(home, args.products, args.server_workers, timings)
-    console.print(show(timings))
+    for table in show(timings):
+        console.print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"lifecycle-{datetime.now(UTC):%Y%m%d}.json"
     out.write_text(json.dumps(to_json(args.products, timings), indent=2))

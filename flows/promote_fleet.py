@@ -86,7 +86,7 @@ def promote_fleet(
         _publish(report)
         return report
     if approval is None:
-        approval = _wait_for_approval(plan, text, wait_hours)
+        approval = _wait_for_approval(plan, text, wait_hours, store=stored is None)
     if approval is None:
         report.status = "awaiting approval"
         log.warning("batch %s needs approval: %s", plan.batch, "; ".join(radius.reasons))
@@ -135,14 +135,17 @@ def _stored_plan() -> PromotionPlan | None:
     return None if stored is None else PLAN.validate_json(str(stored))
 
 
-def _wait_for_approval(plan: PromotionPlan, text: str, hours: float) -> PromotionApproval | None:
+def _wait_for_approval(
+    plan: PromotionPlan, text: str, hours: float, store: bool = True
+) -> PromotionApproval | None:
     """Suspend a deployment's run until an engineer answers in the Prefect UI (the worker is
     freed meanwhile). A run outside a deployment (the CLI) cannot be resumed by a worker: it
     reports "awaiting approval", and `factory promote --approve/--reject` answers."""
     if not deployment.id:
         return None
     form = PromotionApproval.with_initial_data(description=text, decision="approve")
-    create_flow_run_input(PLAN_KEY, PLAN.dump_json(plan).decode())
+    if store:  # a resumed run starts over with the plan it stored before it was suspended
+        create_flow_run_input(PLAN_KEY, PLAN.dump_json(plan).decode())
     return suspend_flow_run(wait_for_input=form, timeout=int(hours * 3600), key="approval")
 
 

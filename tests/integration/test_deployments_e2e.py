@@ -19,6 +19,8 @@ import pytest
 import yaml
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+from prefect.events.schemas.events import Resource
 
 from factory.adapters.data import read_panel, write_panel
 from factory.adapters.events import LANDED as LANDED_EVENT
@@ -104,8 +106,10 @@ def test_deployments_file_declares_schedules_triggers_and_limits() -> None:
         assert t.parameters["products"]["__prefect_kind"] == "json"
     on_trained = by_name[("promote_fleet", "on-trained")]
     (promote,) = _initialize_deployment_triggers("on-trained", on_trained["triggers"])
+    assert isinstance(promote, DeploymentEventTrigger)
     assert promote.expect == {"factory.fleet.trained"}
     assert promote.for_each == {"prefect.resource.id"}
+    assert promote.match.matches(Resource({"prefect.resource.id": "factory.fleet.<run id>"}))
 
 
 def test_schedules_create_runs_on_the_server(tmp_path: Path) -> None:
@@ -198,8 +202,8 @@ def test_landed_file_retrains_exactly_its_products_once(stack: Stack) -> None:
     assert newest.state_type == StateType.COMPLETED
     assert newest.parameters["products"] == [LANDED[0]]
     # Its train run still announces itself; the promote-fleet run finds the same pending batch.
-    (again,) = stack.promotions_since(newest)
-    assert is_suspended(again), f"{again.state}\n{stack.log_tail()}"
+    (pending,) = stack.promotions_since(newest)
+    assert is_suspended(pending), f"{pending.state}\n{stack.log_tail()}"
     assert versions(stack.home) == after  # nothing changed in its data: nothing to register
     assert champions(stack.home) == serving
 
@@ -238,14 +242,13 @@ def test_drifted_products_and_only_those_are_retrained(stack: Stack) -> None:
     trained = pd.read_parquet(stack.home / "state" / "products.parquet").set_index("product_id")
     subflow = trained.loc[DECAYED[0], "flow_run_id"]
     assert set(trained.index[trained["flow_run_id"] == subflow]) == set(DECAYED)
-    # The retrain's promote-fleet run promotes within the limits or waits for an approval;
-    # either way only the retrained products can have changed, in staging or in production.
+    # Training writes staging only; the retrain's promote-fleet run would replace production
+    # for 2 of 12 products (> 5% of recent sales even after the collapse): it waits for approval.
     (promotion,) = stack.promotions_since(retrain[0])
-    assert promotion.state_type == StateType.COMPLETED or is_suspended(promotion), stack.log_tail()
+    assert is_suspended(promotion), f"{promotion.state}\n{stack.log_tail()}"
     new = {k: t for k, t in versions(stack.home).items() if k not in before}
     assert {t["factory.product_id"] for t in new.values()} <= set(DECAYED)
-    moved = {p for p, v in champions(stack.home).items() if serving.get(p) != v}
-    assert moved <= set(DECAYED)
+    assert champions(stack.home) == serving
 
     status = subprocess.run(
         [sys.executable, "-m", "factory.cli", "status", "--drift", "performance"],

@@ -83,13 +83,15 @@ class Stack(PrefectApi):
         """The promote-fleet/on-trained runs created since `started` began (a train run, or a
         retrain whose train-fleet subflow emits factory.fleet.trained), once one exists and
         all have ended or been suspended; oldest first."""
+        since = started.start_time
+        assert since is not None, f"run {started.id} never started"
 
         def settled() -> list[FlowRun] | None:
-            runs = [r for r in self.runs(PROMOTE) if r.created and r.created >= started.start_time]
+            runs = [r for r in self.runs(PROMOTE) if r.created and r.created >= since]
             return runs if runs and all(r.state_type in SETTLED for r in runs) else None
 
         runs: list[FlowRun] = self.wait(f"{PROMOTE} after run {started.id}", settled, timeout)
-        return sorted(runs, key=lambda r: r.created or started.start_time)
+        return sorted(runs, key=lambda r: r.created or since)
 
 
 def is_suspended(run: FlowRun) -> bool:
