@@ -19,10 +19,10 @@ import yaml
 from mlflow import MlflowClient
 
 from factory.adapters.audit_log import audit_log
-from factory.core.audit import ACTIONS
 from factory.adapters.data import read_panel, write_panel
 from factory.adapters.registry.doctor import repair
 from factory.adapters.registry.registry import Registry
+from factory.core.audit import ACTIONS
 from factory.core.manifest import dump_manifest, load_manifest
 from factory.core.promotion import PromotionError
 from factory.core.synthetic import PanelSpec, generate_panel
