@@ -273,7 +273,7 @@ def show(timings: list[Timing]) -> list[Table]:
         for column in ("action", "products", "seconds", "products/s", "plain/factory"):
             table.add_column(column, justify="left" if column == "action" else "right")
         for t in rows:
-            plain = t.action == "rollback (plain MlflowClient)" and factory
+            plain = t.action == "rollback (plain MlflowClient)"
             ratio = f"{t.seconds / factory:.1f}x" if plain and factory else ""
             table.add_row(t.action, str(t.products), f"{t.seconds:.2f}", f"{t.rate:.0f}", ratio)
         tables.append(table)

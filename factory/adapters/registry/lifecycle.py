@@ -88,8 +88,9 @@ def promote(
     settings = registry.settings
     client = registry.client
     plans = []
+    found = reading.versions_by_key(client, [(c.staging_model, c.staging.version) for c in changes])
     for c in changes:
-        staged = client.get_model_version(c.staging_model, str(c.staging.version))
+        staged = found[(c.staging_model, c.staging.version)]
         tags = {
             **dict(staged.tags or {}),
             BATCH_TAG: batch,
@@ -337,10 +338,13 @@ def restore(registry: Registry, products: Collection[str], actor: str, reason: s
         raise PromotionError(f"not retired: {', '.join(repr(p) for p in missing)}")
     ops = RegistryOps()
     versions: dict[str, dict[str, int | None]] = {}
+    marks = reading.model_tags_by_name(
+        registry.client, f"{registry.prefix}.", (RETIRED_TAG,), [m.name for m in models]
+    )
     for m in models:
         if not m.retired:
             continue
-        served = registry.client.get_registered_model(m.name).tags.get(RETIRED_TAG, "{}")
+        served = marks.get(m.name, {}).get(RETIRED_TAG, "{}")
         version = json.loads(served).get("version")
         _point(ops, m, version)
         ops.delete_model_tags.append((m.name, RETIRED_TAG))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -145,3 +146,38 @@ def _float(text: str | None) -> float | None:
         return None if text is None else float(text)
     except ValueError:
         return None
+
+
+def model_tags_by_name(
+    client: MlflowClient, name_prefix: str, keys: tuple[str, ...], names: list[str]
+) -> dict[str, dict[str, str]]:
+    """Registered model name -> these tags, for the named models (one query on a database;
+    else model by model for a few, or a few paged searches)."""
+    store = sql_store(client)
+    if store is not None:
+        return model_tags(store, name_prefix, keys, names if len(names) <= FEW else None)
+    if len(names) <= FEW:
+        return {n: {k: v for k, v in _model_tags(client, n).items() if k in keys} for n in names}
+    found = pages(
+        lambda token: client.search_registered_models(
+            filter_string=f"name LIKE '{name_prefix}%'", max_results=PAGE, page_token=token
+        )
+    )
+    return {rm.name: {k: v for k, v in (rm.tags or {}).items() if k in keys} for rm in found}
+
+
+def versions_by_key(
+    client: MlflowClient, wanted: list[tuple[str, int]]
+) -> dict[tuple[str, int], ModelVersion]:
+    """(name, version) -> the model version, for these versions: one search per 100 models
+    (over a database store or a tracking server), not one call each."""
+    names = sorted({n for n, _ in wanted})
+    keep = set(wanted)
+    out: dict[tuple[str, int], ModelVersion] = {}
+    for start in range(0, len(names), 100):
+        quoted = ", ".join("'" + n.replace("'", "''") + "'" for n in names[start : start + 100])
+        search = functools.partial(client.search_model_versions, f"name IN ({quoted})", 10_000)
+        for mv in pages(lambda token: search(page_token=token)):  # noqa: B023
+            if (mv.name, int(mv.version)) in keep:
+                out[(mv.name, int(mv.version))] = mv
+    return out
