@@ -53,8 +53,17 @@ class Change:
         return self.production is None
 
     @property
+    def refresh(self) -> bool:
+        """Production's own configuration retrained on newer data."""
+        p = self.production
+        return p is not None and p.config is not None and p.config == self.staging.config
+
+    @property
     def regression(self) -> float | None:
-        """Relative metric change against production (lower is better, so > 0 is worse)."""
+        """Relative metric change against production (lower is better, so > 0 is worse); a
+        refresh's is 0 (the same configuration scores the same on the same windows)."""
+        if self.refresh:
+            return 0.0
         if self.new_score is None or self.old_score is None:
             return None
         if self.old_score == 0:
@@ -116,22 +125,26 @@ def weigh(changes: list[Change], volume: dict[str, float]) -> list[Change]:
 
 
 def rescore(change: Change, series: Series | None, family: FamilySpec, metric: str) -> Change:
-    """The staging winner and the production version backtested on the same, current windows
-    (no score when the product has no usable history now or a config is unknown)."""
-    if series is None or change.staging.config is None:
-        return replace(change, metric=metric)
+    """The staging winner and the production version backtested on the same, current windows.
+
+    Only a change of configuration is backtested: a refresh (the production configuration
+    retrained on new data) scores the same on the same windows by construction, and a new
+    product has nothing to compare with. No score when the product has no usable history now.
+    """
+    change = replace(change, metric=metric)
+    if change.is_new or change.refresh or series is None:
+        return change
+    assert change.production is not None and change.staging.config is not None
     try:
         windows = rolling_windows(
             len(series.y), family.horizon, family.backtest.windows, family.backtest_step
         )
     except ValueError:
-        return replace(change, metric=metric)
+        return change
     new = backtest(ModelConfig.from_json(change.staging.config), series, windows).mean[metric]
-    old = None
-    if change.production is not None and change.production.config is not None:
-        prod = ModelConfig.from_json(change.production.config)
-        old = backtest(prod, series, windows).mean[metric]
-    return replace(change, metric=metric, new_score=new, old_score=old)
+    prod = ModelConfig.from_json(change.production.config or "")
+    old = backtest(prod, series, windows).mean[metric]
+    return replace(change, new_score=new, old_score=old)
 
 
 def recent_volume(series: dict[str, Series], periods: int) -> dict[str, float]:
@@ -335,6 +348,8 @@ def _num(v: float | None) -> str:
 def _note(c: Change) -> str:
     if c.rolled_back_before:
         return "rolled back before"
+    if c.refresh:
+        return "refresh (same config, new data)"
     return "new product" if c.is_new else ""
 
 

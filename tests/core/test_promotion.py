@@ -208,3 +208,16 @@ def test_promotion_auto_is_short_for_mode_auto() -> None:
     assert FleetSpec.model_validate({**spec, "promotion": "auto"}).auto_promote
     assert FleetSpec.model_validate({**spec, "promotion": {"mode": "auto"}}).auto_promote
     assert not FleetSpec.model_validate({**spec, "promotion": "manual"}).auto_promote
+
+
+def test_a_refresh_is_not_a_regression_and_is_not_backtested_again() -> None:
+    family = FLEET.families[0]
+    ridge = model_configs(family)["ridge"].key
+    c = Change("p", "daily", "s", VersionInfo(2, "k2", ridge), "p", VersionInfo(1, "k1", ridge))
+    n = 60
+    ds = np.arange("2026-01-01", n, dtype="datetime64[D]")
+    scored = rescore(c, Series(ds, np.ones(n)), family, "mase")
+    assert scored.refresh and scored.regression == 0.0 and scored.new_score is None
+    radius = blast_radius([scored], PromotionSpec(mode="approve"), "mase", 10)
+    assert not radius.needs_approval
+    assert "refresh (same config, new data)" in describe(radius, "B")
