@@ -89,7 +89,10 @@ def promote(
     if report.status == "nothing to do":
         console.print("production is up to date: no staging winner is newer")
         return
-    console.print(Markdown(report.description))
+    text = report.description
+    if report.status == "promoted" and decision is None:  # within limits: the summary only
+        text = text.split("\n| product |", 1)[0]
+    console.print(Markdown(text))
     if report.ignored:
         warn(f"not in the batch, ignored: {', '.join(report.ignored)}")
     if report.status == "awaiting approval":
