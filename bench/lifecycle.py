@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))  # bench.registry_throughput: the trained clones
 
 from bench.registry_throughput import winners
 from factory.adapters.lineage import RunLineage
-from factory.adapters.registry import lifecycle
+from factory.adapters.registry import lifecycle, manifest
 from factory.adapters.registry.doctor import snapshot
 from factory.adapters.registry.names import CHAMPION_ALIAS, CURRENT_TAG, PRODUCTION, ROLLED_BACK_TAG
 from factory.adapters.registry.registry import Registry
@@ -227,12 +227,12 @@ def local_actions(registry: Registry, n: int, timings: list[Timing]) -> None:
 
 def manifest_actions(registry: Registry, store: str, n: int, timings: list[Timing]) -> None:
     """Export production's manifest, then dry-run and execute a sync that moves 10 products."""
-    export = lambda: dump_manifest(lifecycle.production_manifest(registry))  # noqa: E731
+    export = lambda: dump_manifest(manifest.production_manifest(registry))  # noqa: E731
     timed(timings, store, "manifest export", n, export)
-    current = lifecycle.production_manifest(registry)
+    current = manifest.production_manifest(registry)
     edited = sorted(current.production)[:EDITED]
     names = {p: registry.name(PRODUCTION, p) for p in edited}
-    digests = lifecycle.version_digests(registry, {(name, 1) for name in names.values()})
+    digests = manifest.version_digests(registry, {(name, 1) for name in names.values()})
     desired = Manifest(
         production={
             **current.production,
@@ -241,7 +241,7 @@ def manifest_actions(registry: Registry, store: str, n: int, timings: list[Timin
     )
 
     def sync(execute: bool) -> int:
-        return len(lifecycle.sync_production(registry, desired, ACTOR, "bench", execute=execute))
+        return len(manifest.sync_production(registry, desired, ACTOR, "bench", execute=execute))
 
     dry = timed(timings, store, f"sync dry run ({EDITED} changed)", n, lambda: sync(False))
     done = timed(timings, store, f"sync execute ({EDITED} changed)", n, lambda: sync(True))

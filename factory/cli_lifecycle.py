@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markdown import Markdown
@@ -14,6 +15,9 @@ from factory.cli_common import FleetOpt, ProductsOpt, console, prefect_database,
 from factory.cli_errors import friendly, warn
 from factory.core.errors import UserError
 from factory.settings import get_settings
+
+if TYPE_CHECKING:
+    from factory.adapters.registry.registry import Registry
 
 lifecycle_app = typer.Typer(pretty_exceptions_enable=False)
 manifest_app = typer.Typer(
@@ -139,7 +143,7 @@ def rollback(
     console.print(table)
 
 
-def _direct(what: str):  # type: ignore[no-untyped-def]
+def _direct(what: str) -> tuple[Registry, AbstractContextManager[None]]:
     """The registry and its writer lease, for an action run outside a flow."""
     from factory.adapters.lease import holder_label, training_lease
     from factory.adapters.registry.registry import Registry
@@ -200,7 +204,7 @@ def export(
     """Write production as YAML (product -> version and model digest), sorted for git."""
     preflight()
     from factory.adapters.files import atomic_write
-    from factory.adapters.registry.lifecycle import production_manifest
+    from factory.adapters.registry.manifest import production_manifest
     from factory.adapters.registry.registry import Registry
     from factory.core.manifest import dump_manifest
 

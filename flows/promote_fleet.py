@@ -16,7 +16,6 @@ from pydantic import Field
 
 from factory.adapters.audit_log import current_actor, record_action
 from factory.core.audit import AuditEntry
-from factory.core.fleet import load_fleet
 from factory.core.promotion import describe, select
 from factory.settings import get_settings
 from tasks.lifecycle import retire_products
@@ -77,9 +76,7 @@ def promote_fleet(
         _publish(report)
         return report
     if not radius.needs_approval and approval is None:
-        spec = load_fleet(fleet_path).spec.promotion
-        actor = f"policy: within limits (auto_max_share {spec.auto_max_share:.1%}, "
-        actor += f"max_regression {spec.max_regression:.1%}) / {current_actor()}"
+        actor = f"policy: within limits ({plan.limits}) / {current_actor()}"
         moves = promote_batch(settings, radius.changes, plan.batch, actor, "within limits")
         report.promoted = {m.product_id: int(m.new or 0) for m in moves}
         report.status = "promoted"

@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from factory.adapters.lease import holder_label, training_lease
 from factory.adapters.prefect_env import retry_unless_user_error
-from factory.adapters.registry import lifecycle
+from factory.adapters.registry import lifecycle, manifest
 from factory.adapters.registry.registry import Registry
 from factory.core.manifest import Manifest, ManifestChange
 from factory.core.promotion import Retirement
@@ -86,4 +86,4 @@ def sync_to_manifest(
 ) -> list[ManifestChange]:
     """The diff between production and the manifest; with `execute`, reconciled."""
     with writer_lease(settings, "sync-production"):
-        return lifecycle.sync_production(Registry(settings), desired, actor, reason, prune, execute)
+        return manifest.sync_production(Registry(settings), desired, actor, reason, prune, execute)

@@ -41,6 +41,7 @@ class PromotionPlan:
     batch: str
     radius: BlastRadius
     retire: list[Retirement] = field(default_factory=list)
+    limits: str = ""  # fleet.yaml's promotion limits the plan was measured against
 
 
 PLAN = TypeAdapter(PromotionPlan)
@@ -94,7 +95,9 @@ def plan_promotion(
         100 * radius.replaced_share,
         len(retire),
     )
-    return PromotionPlan(new_batch_id(), radius, retire)
+    rule = spec.promotion
+    limits = f"auto_max_share {rule.auto_max_share:.1%}, max_regression {rule.max_regression:.1%}"
+    return PromotionPlan(new_batch_id(), radius, retire, limits)
 
 
 @task(

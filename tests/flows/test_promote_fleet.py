@@ -165,9 +165,7 @@ def test_rolling_back_a_batch_restores_every_previous_version_and_stays_rolled_b
     batch = promote_fleet(str(fleet), approval=PromotionApproval(approver="alice")).batch
     assert all(v == before[p] + 1 for p, v in production().items())
 
-    started = time.perf_counter()
-    moves = rollback("forecasts too high", batch=batch)
-    assert time.perf_counter() - started < 30
+    moves = rollback("forecasts too high", batch=batch)  # its speed: bench/lifecycle.py
     assert production() == before and len(moves) == len(before)
     for pid, version in before.items():
         left = client().get_model_version(f"factory.production.{pid}", str(version + 1))
@@ -219,7 +217,7 @@ def test_manifest_export_edit_apply_changes_exactly_the_edited_products(
     fleet, before = promoted
     retrain_all(fleet)
     promote_fleet(str(fleet), approval=PromotionApproval(approver="alice"))
-    from factory.adapters.registry.lifecycle import production_manifest
+    from factory.adapters.registry.manifest import production_manifest
 
     exported = production_manifest(Registry(get_settings()))
     assert {p: e.version for p, e in exported.production.items()} == production()

@@ -16,9 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import sqlalchemy
-from mlflow.store.model_registry.dbmodels.models import SqlModelVersionTag
-
 from factory.adapters.audit_log import audit_log, record_action
 from factory.adapters.registry import reading
 from factory.adapters.registry.bulk import RegistryOps, apply_ops
@@ -28,7 +25,6 @@ from factory.adapters.registry.names import (
     CANDIDATE_ALIAS,
     CHAMPION_ALIAS,
     CURRENT_TAG,
-    DIGEST_TAG,
     ENVIRONMENT_TAG,
     FAMILY_TAG,
     PRODUCT_TAG,
@@ -41,13 +37,6 @@ from factory.adapters.registry.registry import Registry
 from factory.adapters.registry.sql_writer import VersionPlan
 from factory.adapters.state import fix_status
 from factory.core.audit import AuditEntry
-from factory.core.manifest import (
-    Manifest,
-    ManifestChange,
-    ManifestEntry,
-    diff_manifest,
-    digest_mismatches,
-)
 from factory.core.promotion import Change, PromotionError, Retirement
 from factory.core.repair import ModelState, current_body
 
@@ -68,7 +57,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _by_product(models: list[ModelState], env: str) -> dict[str, ModelState]:
+def by_product(models: list[ModelState], env: str) -> dict[str, ModelState]:
     return {m.product_id: m for m in models if m.environment == env}
 
 
@@ -157,7 +146,7 @@ def promote(
 def _still_current(registry: Registry, changes: list[Change]) -> list[Change]:
     """The changes whose production is still what the plan saw (another promotion or a
     rollback since then makes the plan stale for that product: it is skipped, not forced)."""
-    now = _by_product(snapshot(registry, [c.product_id for c in changes]), PRODUCTION)
+    now = by_product(snapshot(registry, [c.product_id for c in changes]), PRODUCTION)
     fresh = []
     for c in changes:
         model = now.get(c.product_id)
@@ -205,7 +194,7 @@ def rollback(
     wanted = sorted(set(products) | set(from_batch))
     if not wanted:
         raise PromotionError("nothing to roll back: name products or a batch")
-    models = _by_product(snapshot(registry, wanted), PRODUCTION)
+    models = by_product(snapshot(registry, wanted), PRODUCTION)
     moves, problems = [], []
     for pid in wanted:
         model = models.get(pid)
@@ -376,53 +365,6 @@ def restore(registry: Registry, products: Collection[str], actor: str, reason: s
     return done
 
 
-def retired_products(registry: Registry) -> set[str]:
-    """Products whose models are retired."""
-    return {m.product_id for m in snapshot(registry) if m.retired}
-
-
-def production_manifest(registry: Registry, models: list[ModelState] | None = None) -> Manifest:
-    """What production serves: product -> version and the version's model digest (`models`:
-    a snapshot already read)."""
-    if models is None:
-        models = snapshot(registry)
-    models = [m for m in models if m.environment == PRODUCTION and not m.retired]
-    serving = {m.product_id: (m.name, m.aliases.get(CHAMPION_ALIAS)) for m in models}
-    serving = {p: (n, v) for p, (n, v) in serving.items() if v is not None}
-    digests = version_digests(registry, {(n, int(v)) for n, v in serving.values() if v is not None})
-    return Manifest(
-        production={
-            p: ManifestEntry(version=int(v), digest=digests.get((n, int(v))))
-            for p, (n, v) in serving.items()
-            if v is not None
-        }
-    )
-
-
-def version_digests(registry: Registry, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], str]:
-    """(model name, version) -> the model digest tag of these versions (one query on a
-    database store, else one call per version)."""
-    out: dict[tuple[str, int], str] = {}
-    store = reading.sql_store(registry.client)
-    if store is not None:
-        t = SqlModelVersionTag.__table__
-        query = sqlalchemy.select(t.c.name, t.c.version, t.c.value).where(
-            t.c.workspace == store._get_active_workspace(),
-            t.c.name.startswith(f"{registry.prefix}.{PRODUCTION}.", autoescape=True),
-            t.c.key == DIGEST_TAG,
-        )
-        with store.ManagedSessionMaker() as session:
-            for name, version, value in session.execute(query):
-                if (name, int(version)) in wanted:
-                    out[(name, int(version))] = value
-        return out
-    for name, version in sorted(wanted):
-        tags = registry.client.get_model_version(name, str(version)).tags or {}
-        if DIGEST_TAG in tags:
-            out[(name, version)] = tags[DIGEST_TAG]
-    return out
-
-
 def _text(version: int | None) -> str:
     return "" if version is None else str(version)
 
@@ -430,60 +372,3 @@ def _text(version: int | None) -> str:
 def _status(registry: Registry, changes: dict[str, dict[str, Any]]) -> None:
     if changes:
         fix_status(registry.settings.state_dir, changes, {})
-
-
-def sync_production(
-    registry: Registry,
-    desired: Manifest,
-    actor: str,
-    reason: str,
-    prune: bool = False,
-    execute: bool = False,
-) -> list[ManifestChange]:
-    """The changes that bring production to the manifest (checked against the registry:
-    every version must exist and match its digest); with `execute`, made through the same
-    audited restore, promote, rollback and retire paths."""
-    models = snapshot(registry)
-    production = _by_product(models, PRODUCTION)
-    changes = diff_manifest(production_manifest(registry, models), desired, prune)
-    wanted = [c.product_id for c in changes]
-    every = {(m.name, v.version) for m in production.values() for v in m.versions}
-    digests = version_digests(registry, every)
-    known = {
-        pid: {v.version: digests.get((m.name, v.version)) for v in m.versions}
-        for pid, m in production.items()
-    }
-    targets = desired  # every entry, changed or not, must match the registry
-    problems = digest_mismatches(targets, known)
-    if problems:
-        raise PromotionError("; ".join(problems))
-    if not execute or not changes:
-        return changes
-    restore_ids = [
-        c.product_id
-        for c in changes
-        if c.action == "restore"
-        and production.get(c.product_id)
-        and production[c.product_id].retired
-    ]
-    if restore_ids:
-        restore(registry, restore_ids, actor, reason)
-        production = _by_product(snapshot(registry, wanted), PRODUCTION)
-    for action in ("promote", "rollback"):
-        moves = [
-            Move(c.product_id, production[c.product_id].aliases.get(CHAMPION_ALIAS), c.target)
-            for c in changes
-            if c.target is not None
-            and (c.action == action or (action == "promote" and c.action == "restore"))
-        ]
-        moves = [m for m in moves if m.old != m.new]
-        if moves:
-            move_production(registry, production, moves, action, actor, reason)  # type: ignore[arg-type]
-    gone = [
-        Retirement(c.product_id, f"not in the production manifest ({reason})")
-        for c in changes
-        if c.action == "retire"
-    ]
-    if gone:
-        retire(registry, gone, actor)
-    return changes

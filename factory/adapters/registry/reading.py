@@ -50,16 +50,6 @@ def current_records(
     return out if names is None else {p: out[p] for p in names if p in out}
 
 
-def model_tag_values(
-    client: MlflowClient, name_prefix: str, keys: tuple[str, ...]
-) -> list[dict[str, str]]:
-    """These tags of every registered model under the prefix (one query on a database)."""
-    store = sql_store(client)
-    if store is not None:
-        return list(model_tags(store, name_prefix, keys).values())
-    return [{k: v for k, v in t.items() if k in keys} for t in _search_tags(client, name_prefix)]
-
-
 def _model_tags(client: MlflowClient, name: str) -> dict[str, str]:
     try:
         return dict(client.get_registered_model(name).tags or {})
@@ -70,12 +60,19 @@ def _model_tags(client: MlflowClient, name: str) -> dict[str, str]:
 
 
 def _search_tags(client: MlflowClient, name_prefix: str) -> list[dict[str, str]]:
+    return _search_names_tags(client, name_prefix)[1]
+
+
+def _search_names_tags(
+    client: MlflowClient, name_prefix: str
+) -> tuple[list[str], list[dict[str, str]]]:
+    """The names and tags of every registered model under the prefix (paged searches)."""
     found = pages(
         lambda token: client.search_registered_models(
             filter_string=f"name LIKE '{name_prefix}%'", max_results=PAGE, page_token=token
         )
     )
-    return [dict(rm.tags or {}) for rm in found]
+    return [rm.name for rm in found], [dict(rm.tags or {}) for rm in found]
 
 
 def pages(search: Callable[[str | None], PagedList[Any]]) -> list[Any]:
@@ -149,21 +146,27 @@ def _float(text: str | None) -> float | None:
 
 
 def model_tags_by_name(
-    client: MlflowClient, name_prefix: str, keys: tuple[str, ...], names: list[str]
+    client: MlflowClient,
+    name_prefix: str,
+    keys: tuple[str, ...],
+    names: list[str] | None = None,
 ) -> dict[str, dict[str, str]]:
-    """Registered model name -> these tags, for the named models (one query on a database;
-    else model by model for a few, or a few paged searches)."""
+    """Registered model name -> these tags, for every model under the prefix (or only the
+    named ones): one query on a database; else model by model for a few, or paged searches."""
     store = sql_store(client)
     if store is not None:
-        return model_tags(store, name_prefix, keys, names if len(names) <= FEW else None)
-    if len(names) <= FEW:
-        return {n: {k: v for k, v in _model_tags(client, n).items() if k in keys} for n in names}
-    found = pages(
-        lambda token: client.search_registered_models(
-            filter_string=f"name LIKE '{name_prefix}%'", max_results=PAGE, page_token=token
-        )
-    )
-    return {rm.name: {k: v for k, v in (rm.tags or {}).items() if k in keys} for rm in found}
+        few = names if names is not None and len(names) <= FEW else None
+        found = model_tags(store, name_prefix, keys, few)
+    elif names is not None and len(names) <= FEW:
+        found = {n: _model_tags(client, n) for n in names}
+    else:
+        found = dict(zip(*_search_names_tags(client, name_prefix), strict=True))
+    wanted = None if names is None else set(names)
+    return {
+        n: {k: v for k, v in tags.items() if k in keys}
+        for n, tags in found.items()
+        if wanted is None or n in wanted
+    }
 
 
 def versions_by_key(

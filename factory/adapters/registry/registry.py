@@ -96,9 +96,9 @@ class Registry:
 
     def retired(self) -> dict[str, str]:
         """product id -> why it was retired, for every retired product."""
-        found = reading.model_tag_values(self.client, f"{self.prefix}.", (RETIRED_TAG, PRODUCT_TAG))
+        keys = (RETIRED_TAG, PRODUCT_TAG)
         out = {}
-        for tags in found:
+        for tags in reading.model_tags_by_name(self.client, f"{self.prefix}.", keys).values():
             if RETIRED_TAG in tags and PRODUCT_TAG in tags:
                 out[tags[PRODUCT_TAG]] = json.loads(tags[RETIRED_TAG]).get("reason", "")
         return out
