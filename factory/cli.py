@@ -25,10 +25,10 @@ from factory.cli_lifecycle import lifecycle_app, manifest_app
 from factory.core.contract import DataError
 from factory.core.errors import UserError
 from factory.core.fleet import load_fleet
-from factory.settings import get_settings
+from factory.settings import Settings, SettingsError, get_settings, setting_name
 
 if TYPE_CHECKING:
-    pass
+    from pydantic import SecretStr
 
 app = typer.Typer(
     help="Model factory: train, gate, register and forecast one model per product.",
@@ -60,6 +60,24 @@ def _prefect_environment(ctx: typer.Context) -> None:
             os.environ[name] = value
             ctx.call_on_close(functools.partial(os.environ.pop, name, None))
     ctx.obj = {"prefect": configure_prefect(get_settings().resolved_home)}
+    _mlflow_identity(ctx.invoked_subcommand)
+
+
+# Which MLflow identity a command acts as (its flows switch to theirs as they start).
+COMMAND_ROLES = {
+    **dict.fromkeys(("train", "watch"), "trainer"),
+    **dict.fromkeys(("promote", "rollback", "retire", "restore", "manifest", "doctor"), "promoter"),
+    **dict.fromkeys(("forecast", "status", "lineage", "verify", "audit"), "analyst"),
+}
+
+
+def _mlflow_identity(command: str | None) -> None:
+    """Act as the command's identity when MLflow is reached through identities."""
+    from factory.adapters.identity import act_as
+
+    settings = get_settings()
+    if command in COMMAND_ROLES and settings.least_privilege:
+        act_as(settings, COMMAND_ROLES[command])  # type: ignore[arg-type]
 
 
 class ExistingData(DataError):
@@ -403,7 +421,11 @@ def up(
     prefect_port: Annotated[int, typer.Option(min=1, max=65535)] = 4200,
     mlflow_port: Annotated[int, typer.Option(min=1, max=65535)] = 5000,
 ) -> None:
-    """Start a local Prefect server and MLflow UI (SQLite, local artifacts) in the background."""
+    """Start a local Prefect server and MLflow UI (SQLite, local artifacts) in the background.
+
+    With FACTORY_MLFLOW_AUTH=true the MLflow server is the auth server: every factory command
+    then goes through it as the trainer, promoter or analyst (their passwords are settings)."""
+    from factory.adapters.identity import ROLES, identity, provision
     from factory.adapters.zombies import ensure_zombie_automation, zombie_window
     from factory.local import (
         alive,
@@ -415,6 +437,7 @@ def up(
     )
 
     settings = get_settings()
+    admin = _auth_secrets(settings) if settings.mlflow_auth else None
     home = settings.resolved_home
     home.mkdir(parents=True, exist_ok=True)
     running = [s for s in load_services(home) if alive(s)]
@@ -425,17 +448,36 @@ def up(
                 start_mlflow(
                     home,
                     free_port(mlflow_port),
-                    settings.tracking_uri,
+                    settings.mlflow_tracking_uri or settings.store_uri,
                     settings.artifact_root or str(home / "artifacts"),
+                    admin_password=admin,
+                    model_prefix=settings.model_prefix,
                 ),
             ]
         save_services(home, running)
+    mlflow_url = next(s.url for s in running if s.name == "mlflow")
+    if admin is not None:
+        identities = [i for r in ROLES if (i := identity(settings, r)) is not None]
+        provision(mlflow_url, admin, identities)
+        console.print("mlflow   auth: " + ", ".join(i.username for i in identities))
     for s in running:
         console.print(f"{s.name:8} {s.url}  (log: {s.log})")
     prefect = next(s for s in running if s.name == "prefect")
     ensure_zombie_automation(f"{prefect.url}/api")
     window = zombie_window().total_seconds()
     console.print(f"{'zombies':8} flow runs without a heartbeat for {window:.0f} s become Crashed")
+
+
+def _auth_secrets(settings: Settings) -> SecretStr:
+    """The admin password, after checking every password the auth stack needs is set."""
+    fields = ("mlflow_admin_password", "trainer_password", "promoter_password", "analyst_password")
+    missing = [setting_name(f) for f in fields if getattr(settings, f) is None]
+    if missing:
+        raise SettingsError(
+            f"{setting_name('mlflow_auth')}=true needs these set: {', '.join(missing)}"
+        )
+    assert settings.mlflow_admin_password is not None
+    return settings.mlflow_admin_password
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 SERVICES_FILE = "services.json"
 
@@ -146,13 +148,49 @@ def start_mlflow(
     artifacts: str,
     workers: int = 1,
     timeout: float = 120,
+    admin_password: SecretStr | None = None,
+    model_prefix: str = "factory",
 ) -> Service:
-    """`mlflow server` on 127.0.0.1 over a backend store, serving (proxying) an artifact folder."""
+    """`mlflow server` on 127.0.0.1 over a backend store, serving (proxying) an artifact folder.
+
+    With `admin_password`, the auth server (`--app-name factory-auth`): users and grants in
+    <home>/mlflow-auth/users.db, `admin` bootstrapped with that password, READ by default."""
     url = f"http://127.0.0.1:{port}"
     cmd = [venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--backend-store-uri", backend_uri, "--workers", str(workers)]
     cmd += ["--serve-artifacts", "--artifacts-destination", artifacts]
-    return _spawn("mlflow", cmd, {}, home / "logs" / "mlflow.log", url, f"{url}/health", timeout)
+    env: dict[str, str] = {}
+    if admin_password is not None:
+        cmd += ["--app-name", "factory-auth"]
+        env = auth_server_env(home / "mlflow-auth", admin_password, model_prefix)
+    return _spawn("mlflow", cmd, env, home / "logs" / "mlflow.log", url, f"{url}/health", timeout)
+
+
+def auth_server_env(folder: Path, admin_password: SecretStr, model_prefix: str) -> dict[str, str]:
+    """The auth app's config file and secrets, kept in `folder` (0700): the user database, a
+    Flask session key made once, and the admin password passed by environment only."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key_file = folder / "flask.key"
+    if not key_file.exists():
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    config = folder / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{folder / 'users.db'}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # one PBKDF2 check per user and minute instead of per request (3x the throughput)
+        "auth_cache_ttl_seconds = 60\n"
+    )
+    return {
+        "MLFLOW_AUTH_CONFIG_PATH": str(config),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password.get_secret_value(),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": key_file.read_text().strip(),
+        "FACTORY_MODEL_PREFIX": model_prefix,
+    }
 
 
 def save_services(home: Path, services: list[Service]) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from factory.core.errors import UserError
@@ -57,6 +58,17 @@ class Settings(BaseSettings):
     lease_wait_s: float = Field(
         3600.0, ge=0, description="How long a training run waits for another run's lease."
     )
+    mlflow_auth: bool = Field(
+        False,
+        description="Run the local MLflow as an auth server (`factory up` starts it) and act as "
+        "the trainer, promoter or analyst identity.",
+    )
+    mlflow_admin_password: SecretStr | None = Field(
+        None, description="Password of the auth server's admin (creates the three identities)."
+    )
+    trainer_password: SecretStr | None = Field(None, description="MLflow trainer's password.")
+    promoter_password: SecretStr | None = Field(None, description="MLflow promoter's password.")
+    analyst_password: SecretStr | None = Field(None, description="MLflow analyst's password.")
     audit_url: str | None = Field(
         None,
         description="SQLAlchemy URL of the audit trail (sqlite:///<home>/audit.db by default).",
@@ -108,9 +120,30 @@ class Settings(BaseSettings):
         return self.forecasts_url or str(self.resolved_home / "forecasts")
 
     @property
+    def store_uri(self) -> str:
+        """The embedded MLflow store: a SQLite file in <home>."""
+        return f"sqlite:///{self.resolved_home / 'mlflow.db'}"
+
+    @property
     def tracking_uri(self) -> str:
-        """MLflow tracking URI; defaults to a SQLite file in <home>."""
-        return self.mlflow_tracking_uri or f"sqlite:///{self.resolved_home / 'mlflow.db'}"
+        """MLflow tracking URI: the one set; with `mlflow_auth`, the local auth server that
+        `factory up` started; else the embedded SQLite store."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        if self.mlflow_auth:
+            return self._local_mlflow_url()
+        return self.store_uri
+
+    def _local_mlflow_url(self) -> str:
+        """The URL `factory up` recorded for its MLflow server (services.json in <home>)."""
+        try:
+            services = json.loads((self.resolved_home / "services.json").read_text())
+            return str(next(s["url"] for s in services if s["name"] == "mlflow"))
+        except (OSError, ValueError, StopIteration, KeyError, TypeError):
+            raise SettingsError(
+                f"{setting_name('mlflow_auth')}=true but no local MLflow auth server runs: "
+                f"start it with `factory up`, or set {setting_name('mlflow_tracking_uri')}"
+            ) from None
 
     @property
     def artifact_root(self) -> str | None:
@@ -119,6 +152,13 @@ class Settings(BaseSettings):
         if self.artifact_location or self.tracking_uri.startswith(("http://", "https://")):
             return self.artifact_location
         return (self.resolved_home / "artifacts").as_uri()
+
+    @property
+    def least_privilege(self) -> bool:
+        """MLflow is reached as the trainer, promoter and analyst identities: training then
+        writes staging only, and production is written by the promotion flows alone."""
+        roles = ("trainer", "promoter", "analyst")
+        return self.mlflow_auth or any(getattr(self, f"{r}_password") for r in roles)
 
     @property
     def resolved_audit_url(self) -> str:

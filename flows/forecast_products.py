@@ -8,7 +8,7 @@ from factory.adapters.artifacts import publish_forecasts
 from factory.adapters.forecasts import ForecastError, ForecastReport, choose_products
 from factory.adapters.registry.registry import Registry
 from factory.core.outcomes import name_ids
-from factory.settings import get_settings
+from factory.adapters.identity import ANALYST, settings_as
 from tasks.forecast import served_products, write_forecasts
 
 
@@ -21,7 +21,7 @@ def forecast_products_flow(
     Asked-for products without a serving model are named: an error when none has one, a
     warning otherwise. Nothing is written when no product could be forecast."""
     log = get_run_logger()
-    settings = get_settings()
+    settings = settings_as(ANALYST)
     registry = Registry(settings)
     chosen, unknown = choose_products(served_products(registry), products)
     if unknown:

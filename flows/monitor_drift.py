@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger
 from factory.adapters.artifacts import publish_drift
 from factory.adapters.state import write_drift_state
 from factory.core.drift import DriftReport, DriftSpec, should_retrain
-from factory.settings import get_settings
+from factory.adapters.identity import ANALYST, settings_as
 from tasks.drift import announce_drift, check_drift
 
 
@@ -22,7 +22,7 @@ def monitor_drift(
 ) -> DriftReport:
     """Check every production model for drift, record it, and announce what to retrain."""
     log = get_run_logger()
-    settings = get_settings()
+    settings = settings_as(ANALYST)
     outcomes = check_drift(settings, drift, products)
     write_drift_state(settings.state_dir, outcomes)
     publish_drift(outcomes)

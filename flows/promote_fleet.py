@@ -17,7 +17,7 @@ from pydantic import Field
 from factory.adapters.audit_log import current_actor, record_action
 from factory.core.audit import AuditEntry
 from factory.core.promotion import describe, select
-from factory.settings import get_settings
+from factory.adapters.identity import PROMOTER, settings_as
 from tasks.lifecycle import retire_products
 from tasks.promote import PLAN, PromotionPlan, plan_promotion, promote_batch
 
@@ -60,7 +60,7 @@ def promote_fleet(
     production: at once within fleet.yaml's limits, else after an approval (the run suspends
     in a deployment; elsewhere it reports "awaiting approval" unless `approval` is given)."""
     log = get_run_logger()
-    settings = get_settings()
+    settings = settings_as(PROMOTER)
     stored = _stored_plan()
     plan = stored or plan_promotion(fleet_path, settings, products)
     radius = plan.radius

@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from factory.adapters.audit_log import current_actor
 from factory.adapters.registry.lifecycle import Move
-from factory.settings import get_settings
+from factory.adapters.identity import PROMOTER, settings_as
 from tasks.lifecycle import rollback_products
 
 
@@ -21,7 +21,7 @@ def rollback(
 ) -> list[Move]:
     """Move production back to the previous version (or `to_version`) of these products, or
     of every product a promotion batch changed; each version left is marked rolled back."""
-    settings = get_settings()
+    settings = settings_as(PROMOTER)
     moves = rollback_products(
         settings, products or [], current_actor(approver), reason, to_version, batch
     )

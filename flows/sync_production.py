@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from factory.adapters.audit_log import current_actor
 from factory.core.manifest import ManifestChange, load_manifest
-from factory.settings import get_settings
+from factory.adapters.identity import PROMOTER, settings_as
 from tasks.lifecycle import sync_to_manifest
 
 
@@ -27,7 +27,7 @@ def sync_production(
     path = Path(manifest_path)
     desired = load_manifest(path.read_text(encoding="utf-8"), str(path))
     changes = sync_to_manifest(
-        get_settings(), desired, current_actor(approver), reason, prune, execute
+        settings_as(PROMOTER), desired, current_actor(approver), reason, prune, execute
     )
     rows = "\n".join(
         f"| `{c.product_id}` | {c.action} | v{c.current or '-'} | v{c.target or '-'} |"

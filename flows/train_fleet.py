@@ -26,7 +26,7 @@ from factory.core.outcomes import (
     summarize,
     untrained_records,
 )
-from factory.settings import get_settings
+from factory.adapters.identity import TRAINER, settings_as
 from tasks.prepare import prepare_fleet
 from tasks.repair import repair_registry
 from tasks.train import train_shard
@@ -41,7 +41,7 @@ def train_fleet(fleet_path: str = "fleet.yaml", products: list[str] | None = Non
     """
     log = get_run_logger()
     t0 = time.perf_counter()
-    settings = get_settings()
+    settings = settings_as(TRAINER)
     run_id = str(flow_run.id) if flow_run.id else None
     holder = holder_label(f"flow run {flow_run.name or '?'} ({run_id or 'no id'})")
     with training_lease(settings, holder, settings.lease_wait_s, log.warning):

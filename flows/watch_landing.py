@@ -11,7 +11,7 @@ from factory.adapters.artifacts import publish_landing
 from factory.adapters.landing_zone import has_news
 from factory.adapters.ledger import LandingBusy
 from factory.core.landing import LandingReport, WatchReport
-from factory.settings import get_settings
+from factory.adapters.identity import ANALYST, settings_as
 from tasks.landing import announce, ingest_landing
 
 
@@ -27,7 +27,7 @@ def watch_landing(
     The window is counted from the run's scheduled start, so a run that starts late still ends
     when the next scheduled run is due: consecutive runs neither overlap nor drift apart.
     """
-    settings = get_settings()
+    settings = settings_as(ANALYST)
     url = landing_url or settings.resolved_landing_url
     late = max(0.0, time.time() - flow_run.scheduled_start_time.timestamp())
     deadline = time.monotonic() + max(0.0, run_for_seconds - late)

@@ -46,7 +46,7 @@ def train_shard(
         outcomes,
         {p: keys[p] for p in shard.product_ids},
         lineage,
-        spec.auto_promote,
+        spec.auto_promote and not registry.settings.least_privilege,  # else promote-fleet
         family.backtest.windows,
     )
     if done:

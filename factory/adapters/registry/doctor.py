@@ -74,8 +74,10 @@ def repair(
     promote: bool,
     products: Collection[str] | None = None,
     apply: bool = True,
+    environments: Collection[str] | None = None,
 ) -> DoctorReport:
-    """Find and (with `apply`) fix registry and status problems of these products (or all).
+    """Find and (with `apply`) fix registry and status problems of these products (or all);
+    registry fixes only in these `environments` (all by default).
 
     `promote`: automatic promotion (production follows every staging winner); otherwise a
     production alias is only fixed when missing or dangling, never moved off a version a
@@ -84,7 +86,8 @@ def repair(
     """
     report = DoctorReport(applied=apply)
     models = snapshot(registry, products)
-    fixes = plan_fixes(models, ALIASES, PRODUCTION if promote else None, PRODUCTION)
+    fixable = [m for m in models if environments is None or m.environment in environments]
+    fixes = plan_fixes(fixable, ALIASES, PRODUCTION if promote else None, PRODUCTION)
     report.fixes += fixes
     report.runs_closed = running_runs(registry)
     if apply:
