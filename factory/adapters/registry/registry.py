@@ -249,7 +249,7 @@ class Registry:
         store = self._fast_store
         if store is not None:
             return sql_writer.write_versions(store, plans)
-        return rest_writer.write_versions(self.client, plans)
+        return rest_writer.write_versions(self.client, plans, self.settings.registry_concurrency)
 
     @functools.cached_property
     def _fast_store(self) -> SqlAlchemyStore | None:
