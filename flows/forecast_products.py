@@ -6,9 +6,9 @@ from prefect import flow, get_run_logger
 
 from factory.adapters.artifacts import publish_forecasts
 from factory.adapters.forecasts import ForecastError, ForecastReport, choose_products
+from factory.adapters.identity import ANALYST, settings_as
 from factory.adapters.registry.registry import Registry
 from factory.core.outcomes import name_ids
-from factory.adapters.identity import ANALYST, settings_as
 from tasks.forecast import served_products, write_forecasts
 
 

@@ -7,9 +7,9 @@ from collections import Counter
 from prefect import flow, get_run_logger
 
 from factory.adapters.artifacts import publish_drift
+from factory.adapters.identity import ANALYST, settings_as
 from factory.adapters.state import write_drift_state
 from factory.core.drift import DriftReport, DriftSpec, should_retrain
-from factory.adapters.identity import ANALYST, settings_as
 from tasks.drift import announce_drift, check_drift
 
 

@@ -15,9 +15,9 @@ from prefect.runtime import deployment, flow_run
 from pydantic import Field
 
 from factory.adapters.audit_log import current_actor, record_action
+from factory.adapters.identity import PROMOTER, settings_as
 from factory.core.audit import AuditEntry
 from factory.core.promotion import describe, select
-from factory.adapters.identity import PROMOTER, settings_as
 from tasks.lifecycle import retire_products
 from tasks.promote import PLAN, PromotionPlan, plan_promotion, promote_batch
 

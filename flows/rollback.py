@@ -6,8 +6,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from factory.adapters.audit_log import current_actor
-from factory.adapters.registry.lifecycle import Move
 from factory.adapters.identity import PROMOTER, settings_as
+from factory.adapters.registry.lifecycle import Move
 from tasks.lifecycle import rollback_products
 
 

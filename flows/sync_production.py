@@ -8,8 +8,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from factory.adapters.audit_log import current_actor
-from factory.core.manifest import ManifestChange, load_manifest
 from factory.adapters.identity import PROMOTER, settings_as
+from factory.core.manifest import ManifestChange, load_manifest
 from tasks.lifecycle import sync_to_manifest
 
 

@@ -12,6 +12,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from factory.adapters.artifacts import publish, start_progress, update_progress
 from factory.adapters.events import emit_trained
+from factory.adapters.identity import TRAINER, settings_as
 from factory.adapters.lease import holder_label, training_lease
 from factory.adapters.lineage import run_lineage
 from factory.adapters.registry.registry import Registry
@@ -26,7 +27,6 @@ from factory.core.outcomes import (
     summarize,
     untrained_records,
 )
-from factory.adapters.identity import TRAINER, settings_as
 from tasks.prepare import prepare_fleet
 from tasks.repair import repair_registry
 from tasks.train import train_shard

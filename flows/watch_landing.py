@@ -8,10 +8,10 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from factory.adapters.artifacts import publish_landing
+from factory.adapters.identity import ANALYST, settings_as
 from factory.adapters.landing_zone import has_news
 from factory.adapters.ledger import LandingBusy
 from factory.core.landing import LandingReport, WatchReport
-from factory.adapters.identity import ANALYST, settings_as
 from tasks.landing import announce, ingest_landing
 
 

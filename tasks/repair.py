@@ -26,7 +26,9 @@ def repair_registry(settings: Settings, products: list[str], promote: bool) -> D
         promote, environments = False, [STAGING]
     else:
         environments = None
-    report = repair(Registry(settings), settings.state_dir, promote, products, environments)
+    report = repair(
+        Registry(settings), settings.state_dir, promote, products, environments=environments
+    )
     log = get_run_logger()
     for line in report.lines():
         log.warning("repaired %s", line)

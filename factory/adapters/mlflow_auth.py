@@ -66,9 +66,10 @@ def _production_names() -> Response | None:
     who = auth.authenticate_request()
     if not name.startswith(production_prefix()) or not isinstance(who, auth.Authorization):
         return None  # not a production name, or basic-auth answers 401 next
-    if auth.store.get_user(who.username).is_admin:
+    username = str(who.username)
+    if auth.store.get_user(username).is_admin:
         return None
-    grant = _grant(who.username, "registered_model")
+    grant = _grant(username, "registered_model")
     if grant is not None and grant.can_update:
         return None
     return auth.make_forbidden_response()

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from factory.adapters.data import write_panel
@@ -84,9 +83,7 @@ def test_training_writes_staging_only_even_with_automatic_promotion(stack: Any) 
     assert not [n for n in names if n.startswith(PROD)]
 
 
-def test_the_promoter_writes_production(
-    stack: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_promoter_writes_production(stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     auth, _ = stack
     client = auth.client("analyst", monkeypatch)
     production = client.search_registered_models(f"name LIKE '{PROD}.%'", max_results=100)
@@ -113,9 +110,7 @@ def test_the_trainer_cannot_create_or_change_production(
     source = trainer.get_model_version(staging.name, staging.aliases["candidate"])
     _denied(lambda: trainer.create_registered_model(f"{PROD}.brand-new"))
     _denied(lambda: trainer.rename_registered_model(staging.name, f"{PROD}.renamed"))
-    _denied(
-        lambda: trainer.create_model_version(prod.name, source.source, source.run_id)
-    )
+    _denied(lambda: trainer.create_model_version(prod.name, source.source, source.run_id))
     _denied(lambda: trainer.set_registered_model_alias(prod.name, "champion", "1"))
     _denied(lambda: trainer.delete_registered_model_alias(prod.name, "champion"))
     _denied(lambda: trainer.set_registered_model_tag(prod.name, "factory.current", "{}"))
