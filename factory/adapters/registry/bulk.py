@@ -108,7 +108,7 @@ def _delete(conn: Any, table: Any, keys: tuple[str, ...], ws: str, rows: list[tu
 
 
 def _by_calls(client: MlflowClient, ops: RegistryOps, threads: int) -> None:
-    c = client
+    c = reading.registry_calls(client)
     calls: list[Callable[[], Any]] = []
     calls += [partial(c.set_registered_model_tag, n, k, v) for n, k, v in ops.set_model_tags]
     calls += [

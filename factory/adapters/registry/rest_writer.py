@@ -35,6 +35,8 @@ def write_versions(
         root = plan.copy_of.name if plan.copy_of is not None else plan.name
         groups.setdefault(root, []).append(plan)
 
+    calls = reading.registry_calls(client)
+
     def write(group: list[VersionPlan]) -> None:
         for plan in group:
             version = reuse.get((plan.name, plan.train_key)) if plan.train_key else None
@@ -43,11 +45,11 @@ def write_versions(
                 if plan.copy_of is not None:
                     source = f"models:/{plan.copy_of.name}/{created[plan.copy_of.name]}"
                 if plan.name not in existing:
-                    _create_model(client, plan)
-                version = int(_create_version(client, plan, source).version)
+                    _create_model(calls, plan)
+                version = int(_create_version(calls, plan, source).version)
             created[plan.name] = version
-            client.set_registered_model_alias(plan.name, plan.alias, str(version))
-            client.set_registered_model_tag(
+            calls.set_registered_model_alias(plan.name, plan.alias, str(version))
+            calls.set_registered_model_tag(
                 plan.name, plan.current_tag, current_value(plan, version)
             )
 
@@ -86,7 +88,7 @@ def keyed_versions(
     return found, aliased
 
 
-def _new_version(client: MlflowClient, plan: VersionPlan, source: str) -> Any:
+def _new_version(client: Any, plan: VersionPlan, source: str) -> Any:
     """One version over the REST API. Its model files are already uploaded, so it is READY
     at once: no polling for its status (MLflow's default waits with a GET per version)."""
     return client.create_model_version(
@@ -94,7 +96,7 @@ def _new_version(client: MlflowClient, plan: VersionPlan, source: str) -> Any:
     )
 
 
-def _create_model(client: MlflowClient, plan: VersionPlan) -> None:
+def _create_model(client: Any, plan: VersionPlan) -> None:
     """A product's registered model (already there when another writer made it meanwhile)."""
     try:
         client.create_registered_model(
@@ -105,7 +107,7 @@ def _create_model(client: MlflowClient, plan: VersionPlan) -> None:
             raise
 
 
-def _create_version(client: MlflowClient, plan: VersionPlan, source: str) -> Any:
+def _create_version(client: Any, plan: VersionPlan, source: str) -> Any:
     """Create a version, creating its registered model if it vanished or never existed."""
     try:
         return _new_version(client, plan, source)
