@@ -18,6 +18,16 @@ ENV_PREFIX = "FACTORY_"
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
+# Settings never printed, logged or echoed in an error (their pydantic type is SecretStr).
+SECRETS = (
+    "mlflow_admin_password",
+    "trainer_password",
+    "promoter_password",
+    "analyst_password",
+)
+MIN_PASSWORD = 12
+
+
 class SettingsError(UserError, ValueError):
     """A FACTORY_* setting that cannot be used: one line per problem, naming the variable."""
 
@@ -85,6 +95,14 @@ class Settings(BaseSettings):
         if not existing.is_dir():
             raise ValueError(f"{existing} is a file, so no folder can be made under it")
         return home
+
+    @field_validator(*SECRETS)
+    @classmethod
+    def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        """MLflow's auth server refuses passwords shorter than 12 characters."""
+        if secret is not None and 0 < len(secret.get_secret_value()) < MIN_PASSWORD:
+            raise ValueError(f"too short (MLflow needs at least {MIN_PASSWORD} characters)")
+        return secret
 
     @field_validator("as_of")
     @classmethod
@@ -183,7 +201,8 @@ def describe_errors(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
-        lines.append(f"{setting_name(field)}={str(error['input'])!r}: {_reason(error)}")
+        shown = "<secret>" if field in SECRETS else repr(str(error["input"]))
+        lines.append(f"{setting_name(field)}={shown}: {_reason(error)}")
     return "\n".join(lines)
 
 

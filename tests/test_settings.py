@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -170,3 +171,40 @@ def test_problems_of_several_variables_are_all_reported(env: pytest.MonkeyPatch)
         "FACTORY_MLFLOW_TRACKING_URI",
         "FACTORY_RAY_ADDRESS",
     ]
+
+
+def test_a_short_password_is_named_and_never_echoed(env: pytest.MonkeyPatch) -> None:
+    message = settings_error(FACTORY_PROMOTER_PASSWORD="hunter2-abc")
+    assert "FACTORY_PROMOTER_PASSWORD" in message and "at least 12" in message
+    assert "hunter2" not in message
+
+
+def test_passwords_are_secret_in_every_rendering(env: pytest.MonkeyPatch) -> None:
+    env.setenv("FACTORY_TRAINER_PASSWORD", "trainer-password-1234")
+    settings = get_settings()
+    assert settings.least_privilege
+    for text in (str(settings), repr(settings), settings.model_dump_json()):
+        assert "trainer-password-1234" not in text
+
+
+def test_auth_without_a_running_server_says_how_to_start_it(env: pytest.MonkeyPatch) -> None:
+    env.setenv("FACTORY_MLFLOW_AUTH", "true")
+    with pytest.raises(SettingsError) as info:
+        _ = get_settings().tracking_uri
+    assert "FACTORY_MLFLOW_AUTH" in str(info.value) and "factory up" in str(info.value)
+
+
+def test_factory_up_with_auth_names_every_missing_password(env: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from factory.cli import app
+
+    env.setenv("FACTORY_MLFLOW_AUTH", "true")
+    env.setenv("FACTORY_TRAINER_PASSWORD", "trainer-password-1234")
+    result = CliRunner().invoke(app, ["up"])
+    assert result.exit_code != 0
+    out = result.output
+    for var in ("FACTORY_MLFLOW_ADMIN_PASSWORD", "FACTORY_PROMOTER_PASSWORD"):
+        assert var in out
+    assert "FACTORY_TRAINER_PASSWORD" not in out and "Traceback" not in out
+    assert not (Path(os.environ["FACTORY_HOME"]) / "services.json").exists()
