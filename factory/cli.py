@@ -449,7 +449,7 @@ def up(
                     home,
                     free_port(mlflow_port),
                     settings.mlflow_tracking_uri or settings.store_uri,
-                    settings.artifact_root or str(home / "artifacts"),
+                    settings.artifact_location or str(home / "artifacts"),
                     admin_password=admin,
                     model_prefix=settings.model_prefix,
                 ),

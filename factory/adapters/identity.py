@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -83,7 +84,9 @@ class ProvisionError(RuntimeError):
 def provision(url: str, admin_password: SecretStr, identities: list[Identity]) -> None:
     """Create (or update the password of) each identity's user, and give it its role's
     permissions through an MLflow role `factory-<role>` (idempotent)."""
-    from mlflow.server.auth import routes  # the server's modules: only when provisioning
+    with warnings.catch_warnings():  # the server's modules (only when provisioning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # starlette's wsgi, inside MLflow
+        from mlflow.server.auth import routes
 
     auth = ("admin", admin_password.get_secret_value())
     with httpx.Client(base_url=url, auth=auth, timeout=30) as http:

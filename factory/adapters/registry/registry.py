@@ -279,7 +279,16 @@ class Registry:
         raise NoModelError(f"product {product_id!r} has no registered model")
 
     def _by_alias(self, environment: str, alias: str, product_id: str) -> ModelVersion:
-        return self.client.get_model_version_by_alias(self.name(environment, product_id), alias)
+        name = self.name(environment, product_id)
+        try:
+            return self.client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            if exc.error_code != "PERMISSION_DENIED":
+                raise
+            # MLflow's auth server denies an alias lookup on a model that does not exist
+            # (it has no permissions to check); its GET of the model says which it is.
+            self.client.get_registered_model(name)  # RESOURCE_DOES_NOT_EXIST when missing
+            raise
 
     def load_model(self, name: str, version: str) -> PyFuncModel:
         """A registered version as a pyfunc model, fetched with this registry's own URIs."""
