@@ -22,6 +22,7 @@ from factory.cli_common import preflight as _preflight
 from factory.cli_common import split as _split
 from factory.cli_errors import err, friendly, warn
 from factory.cli_lifecycle import lifecycle_app, manifest_app
+from factory.cli_verify import verify
 from factory.core.contract import DataError
 from factory.core.errors import UserError
 from factory.core.fleet import load_fleet
@@ -38,6 +39,7 @@ app = typer.Typer(
 app.add_typer(lifecycle_app)  # promote, rollback, retire, restore
 app.add_typer(audit_app, name="audit")
 app.add_typer(manifest_app, name="manifest")
+app.command("verify")(verify)
 
 
 # MLflow's client retries a failing request for minutes (7 retries, growing back-off, 120 s

@@ -159,10 +159,10 @@ def start_mlflow(
     cmd = [venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--backend-store-uri", backend_uri, "--workers", str(workers)]
     cmd += ["--serve-artifacts", "--artifacts-destination", artifacts]
-    env: dict[str, str] = {}
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # its job runners: unused CPU here
     if admin_password is not None:
         cmd += ["--app-name", "factory-auth"]
-        env = auth_server_env(home / "mlflow-auth", admin_password, model_prefix)
+        env |= auth_server_env(home / "mlflow-auth", admin_password, model_prefix)
     return _spawn("mlflow", cmd, env, home / "logs" / "mlflow.log", url, f"{url}/health", timeout)
 
 

@@ -24,6 +24,7 @@ SECRETS = (
     "trainer_password",
     "promoter_password",
     "analyst_password",
+    "signing_key",
 )
 MIN_PASSWORD = 12
 
@@ -84,6 +85,13 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the audit trail (sqlite:///<home>/audit.db by default).",
     )
 
+    signing_key: SecretStr | None = Field(
+        None, description="PEM Ed25519 private key signing models (else <home>/keys/signing.key)."
+    )
+    trusted_keys: str | None = Field(
+        None, description="Comma-separated PEM public key files of other trusted signers."
+    )
+
     @field_validator("home")
     @classmethod
     def _home_is_a_folder(cls, home: Path) -> Path:
@@ -96,7 +104,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{existing} is a file, so no folder can be made under it")
         return home
 
-    @field_validator(*SECRETS)
+    @field_validator(*SECRETS[:4])
     @classmethod
     def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
         """MLflow's auth server refuses passwords shorter than 12 characters."""

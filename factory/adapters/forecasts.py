@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from factory.adapters.files import atomic_write
 from factory.adapters.registry.names import PRODUCTION, STAGING, NoModelError
 from factory.adapters.registry.registry import Registry
+from factory.adapters.signing import ModelIntegrityError
 from factory.core.errors import UserError
 from factory.core.outcomes import name_ids
 
@@ -66,7 +67,7 @@ def forecast_product(registry: Registry, product_id: str, horizon: int | None) -
     mv, _ = registry.serving_version(product_id)
     name, version = mv.name, str(mv.version)
     with _LOAD_LOCK:
-        model = registry.load_model(name, version)
+        model = registry.load_model(mv)
     asked = pd.DataFrame({"h": [horizon or 0]})  # 0: the family's horizon
     out = cast(pd.DataFrame, model.predict(asked))
     return out.assign(model_name=name, model_version=version)
@@ -81,7 +82,7 @@ def forecast_products(
     def one(pid: str) -> pd.DataFrame | None:
         try:
             return forecast_product(registry, pid, horizon)
-        except NoModelError as exc:
+        except (NoModelError, ModelIntegrityError) as exc:
             errors[pid] = str(exc)
         except mlflow.exceptions.MlflowException as exc:
             errors[pid] = f"{exc.error_code}: {str(exc.message)[:200]}"

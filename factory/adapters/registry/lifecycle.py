@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from mlflow.entities.model_registry import ModelVersion
+
 from factory.adapters.audit_log import audit_log, record_action
 from factory.adapters.registry import reading
 from factory.adapters.registry.bulk import RegistryOps, apply_ops
@@ -35,6 +37,7 @@ from factory.adapters.registry.names import (
 )
 from factory.adapters.registry.registry import Registry
 from factory.adapters.registry.sql_writer import VersionPlan
+from factory.adapters.registry.verify import check_versions
 from factory.adapters.state import fix_status
 from factory.core.audit import AuditEntry
 from factory.core.promotion import Change, PromotionError, Retirement
@@ -78,6 +81,7 @@ def promote(
     client = registry.client
     plans = []
     found = reading.versions_by_key(client, [(c.staging_model, c.staging.version) for c in changes])
+    verify_all(registry, [found[(c.staging_model, c.staging.version)] for c in changes])
     for c in changes:
         staged = found[(c.staging_model, c.staging.version)]
         tags = {
@@ -141,6 +145,19 @@ def promote(
     )
     _status(registry, {m.product_id: {"production_version": str(m.new)} for m in moves})
     return moves
+
+
+def verify_all(registry: Registry, versions: list[ModelVersion]) -> None:
+    """Check every version's files against its signature before anything is written.
+
+    Raises PromotionError naming each refused product and version (nothing is promoted)."""
+    refused = [c.error for c in check_versions(registry, versions) if c.error]
+    if refused:
+        raise PromotionError(
+            f"refused {len(refused)} unverifiable model(s), nothing promoted: "
+            + "; ".join(refused[:20])
+            + ("; ..." if len(refused) > 20 else "")
+        )
 
 
 def _still_current(registry: Registry, changes: list[Change]) -> list[Change]:

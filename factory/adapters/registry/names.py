@@ -17,6 +17,8 @@ RETIRED_TAG = "factory.retired"
 ROLLED_BACK_TAG = "factory.rolled_back"
 BATCH_TAG = "factory.promotion.batch"  # on a production version: the batch that promoted it
 DIGEST_TAG = "factory.model_digest"  # on every version: sha256 of the model folder's files
+SIGNATURE_TAG = "factory.model_signature"  # Ed25519 over product id + digest (base64)
+SIGNING_KEY_TAG = "factory.signing_key_id"  # which key signed it: ed25519:<16 hex>
 
 
 class NoModelError(UserError, LookupError):

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -35,6 +36,8 @@ from factory.adapters.registry.names import (
     PRODUCT_TAG,
     PRODUCTION,
     RETIRED_TAG,
+    SIGNATURE_TAG,
+    SIGNING_KEY_TAG,
     STAGING,
     TRAIN_KEY_TAG,
     NoModelError,
@@ -44,6 +47,7 @@ from factory.adapters.registry.names import (
 from factory.adapters.registry.pyfunc import log_models, outcome_row, version_tags
 from factory.adapters.registry.schema import schema_mismatch
 from factory.adapters.registry.sql_writer import VersionPlan
+from factory.adapters.signing import Signer, signer
 from factory.core.drift import ProductionModel
 from factory.core.outcomes import Registered
 from factory.core.training import ChampionRef, ProductOutcome
@@ -181,8 +185,16 @@ class Registry:
             self._plan(o, keys[o.product_id], artifact_uri, run_id, lineage, promote, windows)
             for o in winners
         ]
+        signatures = {p: self.signer.sign(p, d) for p, d in digests.items()}
         for plan in (p for product in plans for p in product):
-            plan.tags[DIGEST_TAG] = digests[plan.model_tags[PRODUCT_TAG]]
+            signed = signatures[plan.model_tags[PRODUCT_TAG]]
+            plan.tags.update(
+                {
+                    DIGEST_TAG: signed.digest,
+                    SIGNATURE_TAG: signed.signature,
+                    SIGNING_KEY_TAG: signed.key_id,
+                }
+            )
         versions = self.write_plans([p for product in plans for p in product])
         return [
             Registered(
@@ -290,13 +302,29 @@ class Registry:
             self.client.get_registered_model(name)  # RESOURCE_DOES_NOT_EXIST when missing
             raise
 
-    def load_model(self, name: str, version: str) -> PyFuncModel:
-        """A registered version as a pyfunc model, fetched with this registry's own URIs."""
-        uri = self.client.get_model_version_download_uri(name, version)
+    @property
+    def signer(self) -> Signer:
+        """The factory's signing key and trusted public keys (read once per process)."""
+        return signer(self.settings)
+
+    def verified_folder(self, mv: ModelVersion) -> Path:
+        """A version's model folder, downloaded and checked against its signature tags.
+
+        Raises ModelIntegrityError (naming product, version and model) when it is unsigned,
+        signed by an untrusted key, or its files changed since signing."""
+        tags = dict(mv.tags or {})
+        product = tags.get(PRODUCT_TAG, mv.name)
+        label = f"product {product!r} version {mv.version} ({mv.name})"
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, tracking_uri=self.settings.tracking_uri
+            artifact_uri=self.client.get_model_version_download_uri(mv.name, mv.version),
+            tracking_uri=self.settings.tracking_uri,
         )
-        return mlflow.pyfunc.load_model(local)
+        self.signer.verify(Path(local), product, tags, label)
+        return Path(local)
+
+    def load_model(self, mv: ModelVersion) -> PyFuncModel:
+        """A registered version as a pyfunc model, verified before it is loaded."""
+        return mlflow.pyfunc.load_model(str(self.verified_folder(mv)))
 
     def lineage(self, product_id: str) -> dict[str, Any]:
         """The whole chain behind a product's current model: version, source run and tags."""
