@@ -214,3 +214,48 @@ def _prefect_logs() -> str:
         return "\n".join(lines)
 
     return asyncio.run(read())
+
+
+def test_tampered_or_foreign_models_are_refused_through_the_server(
+    stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from factory.adapters.registry.lifecycle import verify_all
+    from factory.adapters.registry.registry import Registry
+    from factory.adapters.signing import Signer
+    from factory.core.promotion import PromotionError
+
+    auth, _ = stack
+    promoter = auth.client("promoter", monkeypatch)
+    first, second = promoter.search_registered_models(f"name LIKE '{PROD}.%'", max_results=2)
+    tampered = promoter.get_model_version(first.name, first.aliases["champion"])
+    foreign = promoter.get_model_version(second.name, second.aliases["champion"])
+    # a byte changed in the stored artifact behind the server's proxy
+    staged = promoter.get_model_version_download_uri(tampered.name, tampered.version)
+    run_path = staged.split("mlflow-artifacts:/", 1)[-1].lstrip("/")
+    binary = auth.artifacts / run_path / "artifacts" / "model" / "model.bin"
+    data = binary.read_bytes()
+    binary.write_bytes(bytes([data[0] ^ 1]) + data[1:])
+    # a model re-signed by a key nobody trusts
+    stranger = Signer(Ed25519PrivateKey.generate(), [])
+    resigned = stranger.sign(
+        foreign.tags["factory.product_id"], foreign.tags["factory.model_digest"]
+    )
+    promoter.set_model_version_tag(
+        foreign.name, foreign.version, "factory.model_signature", resigned.signature
+    )
+    promoter.set_model_version_tag(
+        foreign.name, foreign.version, "factory.signing_key_id", resigned.key_id
+    )
+    foreign = promoter.get_model_version(foreign.name, foreign.version)  # its tags as now
+    report = forecast_products_flow()  # as the analyst
+    missing = report.missing
+    assert "changed since signing" in missing[tampered.tags["factory.product_id"]]
+    assert f"unknown key {resigned.key_id}" in missing[foreign.tags["factory.product_id"]]
+    assert report.products == N - 2
+    registry = Registry(get_settings())
+    with pytest.raises(PromotionError) as refused:
+        verify_all(registry, [tampered, foreign])  # what promotion checks before writing
+    assert f"version {tampered.version} ({tampered.name})" in str(refused.value)
+    assert f"version {foreign.version} ({foreign.name})" in str(refused.value)
