@@ -15,7 +15,12 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from factory.adapters.data import write_panel
-from factory.adapters.registry.names import DIGEST_TAG, SIGNATURE_TAG, SIGNING_KEY_TAG
+from factory.adapters.registry.names import (
+    DIGEST_TAG,
+    PRODUCT_TAG,
+    SIGNATURE_TAG,
+    SIGNING_KEY_TAG,
+)
 from factory.adapters.signing import Signer, message
 from factory.core.synthetic import PanelSpec, generate_panel
 from factory.settings import get_settings
@@ -52,11 +57,13 @@ def candidates() -> list[ModelVersion]:
     return sorted(out, key=lambda mv: mv.name)
 
 
+def model_folder(mv: ModelVersion) -> Path:
+    uri = client().get_model_version_download_uri(mv.name, mv.version)
+    return Path(uri.removeprefix("file://"))
+
+
 def model_bin(mv: ModelVersion) -> Path:
-    folder = Path(
-        client().get_model_version_download_uri(mv.name, mv.version).removeprefix("file://")
-    )
-    return folder / "artifacts" / "model" / "model.bin"
+    return model_folder(mv) / "artifacts" / "model" / "model.bin"
 
 
 def test_every_version_is_signed_and_verifies(home: Path) -> None:
@@ -84,12 +91,13 @@ def test_a_changed_byte_is_refused_by_forecast_verify_and_promotion(home: Path) 
             assert forecast.exit_code == 0, forecast.output  # the others are forecast
             line = f"product '{product}' version {victim.version}"
             assert line in forecast.output and "changed since signing" in forecast.output
+            assert f"for {len(candidates()) - 1} products" in forecast.output
             verify = invoke("verify", product)
             assert verify.exit_code == 1 and line in verify.output
             assert verify.output.count("error:") == 1
             before = client().search_registered_models("name LIKE 'factory.production.%'")
             promote = invoke("promote", "--fleet", str(REPO / "fleet.yaml"), "--approve")
-            assert promote.exit_code == 2 and "nothing promoted" in promote.output
+            assert promote.exit_code == 2 and "production unchanged" in promote.output
             assert line in promote.output and "Traceback" not in promote.output
             after = client().search_registered_models("name LIKE 'factory.production.%'")
             assert len(after) == len(before) == 0
@@ -126,3 +134,39 @@ def test_unknown_key_and_unsigned_versions_are_refused(home: Path) -> None:
                 second.name, second.version, SIGNATURE_TAG, second.tags[SIGNATURE_TAG]
             )
         assert invoke("verify", "--all").exit_code == 0
+
+
+def test_missing_model_files_are_refused(home: Path) -> None:
+    with home_in(home):
+        *_, victim = candidates()
+        folder = model_folder(victim)
+        moved = folder.with_name(f"{folder.name}.moved")
+        folder.rename(moved)
+        try:
+            result = invoke("verify", victim.tags[PRODUCT_TAG])
+            assert result.exit_code == 1 and result.output.count("error:") == 1
+            missing = f"version {victim.version} ({victim.name}): model files missing"
+            assert missing in result.output
+        finally:
+            moved.rename(folder)
+
+
+def test_promoted_copies_carry_the_signature_and_verify(home: Path) -> None:
+    """Last in this module: it fills production."""
+    with home_in(home):
+        staged = {mv.tags[PRODUCT_TAG]: mv for mv in candidates()}
+        promote = invoke("promote", "--fleet", str(REPO / "fleet.yaml"), "--approve")
+        assert promote.exit_code == 0, promote.output
+        c = client()
+        champions = [
+            c.get_model_version(rm.name, rm.aliases["champion"])
+            for rm in c.search_registered_models("name LIKE 'factory.production.%'")
+        ]
+        assert champions
+        for mv in champions:
+            twin = staged[mv.tags[PRODUCT_TAG]]
+            for tag in (DIGEST_TAG, SIGNATURE_TAG, SIGNING_KEY_TAG):
+                assert mv.tags[tag] == twin.tags[tag]
+        result = invoke("verify", "--all")
+        assert result.exit_code == 0, result.output
+        assert result.stdout.count("verified") == len(staged) + len(champions)

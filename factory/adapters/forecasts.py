@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
@@ -18,9 +17,6 @@ from factory.adapters.signing import ModelIntegrityError
 from factory.core.errors import UserError
 from factory.core.outcomes import name_ids
 
-# Loading a models-from-code pyfunc runs its code file, which hands the model over through a
-# process-wide slot (`mlflow.models.set_model`): concurrent loads can swap models. Serialise.
-_LOAD_LOCK = threading.Lock()
 FORECAST_KEYS = ["unique_id", "model_name", "model_version", "ds"]
 
 
@@ -66,8 +62,7 @@ def forecast_product(registry: Registry, product_id: str, horizon: int | None) -
     """Load a product's serving model through pyfunc and forecast `horizon` periods."""
     mv, _ = registry.serving_version(product_id)
     name, version = mv.name, str(mv.version)
-    with _LOAD_LOCK:
-        model = registry.load_model(mv)
+    model = registry.load_model(mv)  # verified first, then loaded one at a time
     asked = pd.DataFrame({"h": [horizon or 0]})  # 0: the family's horizon
     out = cast(pd.DataFrame, model.predict(asked))
     return out.assign(model_name=name, model_version=version)

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,10 @@ MESSAGE = b"factory.model.v1"
 class ModelIntegrityError(UserError, ValueError):
     """A model that cannot be proven to be the one the factory trained: never used."""
 
-    hint = "retrain it (`factory train -p <product>`), or trust its key (README: signed models)"
+    hint = (
+        "find out who changed it; `factory rollback -p <product> -r <why>` serves the"
+        " previous production version; trust a rotated key in keys/trusted (README: signed models)"
+    )
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,9 @@ def _own_key(folder: Path) -> Ed25519PrivateKey:
         finally:
             os.unlink(tmp)
     private = _private_from(path.read_bytes(), str(path))
-    public = folder / "signing.pub"
-    if not public.exists():
-        public.write_bytes(_public_pem(private.public_key()))
+    public, shown = folder / "signing.pub", _public_pem(private.public_key())
+    if not public.exists() or public.read_bytes() != shown:  # missing, or left from an old key
+        staged = public.with_name(f".signing-{os.getpid()}-{threading.get_ident()}.pub")
+        staged.write_bytes(shown)
+        os.replace(staged, public)
     return private

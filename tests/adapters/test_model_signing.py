@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import shutil
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from factory.adapters.registry.names import DIGEST_TAG, SIGNATURE_TAG, SIGNING_KEY_TAG
-from factory.adapters.signing import ModelIntegrityError, Signer, _signer, signer
+from factory.adapters.signing import ModelIntegrityError, Signer, _own_key, _signer, signer
 from factory.core.errors import UserError
 from factory.settings import Settings, SettingsError
 
@@ -70,8 +70,6 @@ def test_key_is_made_on_first_use_private_to_the_owner_and_reused(tmp_path: Path
 
 
 def test_concurrent_first_uses_agree_on_one_key(tmp_path: Path) -> None:
-    from factory.adapters.signing import _own_key
-
     folder = tmp_path / "keys"
     with ThreadPoolExecutor(8) as pool:
         keys = list(pool.map(lambda _: _own_key(folder), range(16)))
@@ -86,8 +84,9 @@ def test_key_from_settings_is_used_and_a_bad_one_is_named(tmp_path: Path) -> Non
     assert s.key_id == signer_id(key)
     assert not (tmp_path / "keys" / "signing.key").exists()
     _signer.cache_clear()
-    with pytest.raises(SettingsError, match="FACTORY_SIGNING_KEY: not a PEM private key"):
+    with pytest.raises(SettingsError, match="FACTORY_SIGNING_KEY: not a PEM private key") as bad:
         signer(Settings(home=tmp_path, signing_key="not a key at all"))  # type: ignore[arg-type]
+    assert "not a key at all" not in str(bad.value)  # a secret is never echoed
 
 
 def signer_id(key: Ed25519PrivateKey) -> str:
@@ -148,14 +147,17 @@ def test_rotation_old_models_verify_while_their_key_is_trusted(tmp_path: Path) -
     old = signer(Settings(home=home))
     folder = model(tmp_path / "m")
     tags = tags_for(old, folder)
-    # rotate: the old public key goes to keys/trusted, a new signing key takes over
+    # rotate as the README says: copy signing.pub to keys/trusted, remove signing.key
     keys = home / "keys"
     (keys / "trusted").mkdir()
-    os.replace(keys / "signing.pub", keys / "trusted" / "old.pub")
+    shutil.copy(keys / "signing.pub", keys / "trusted" / "old.pub")
     (keys / "signing.key").unlink()
     _signer.cache_clear()
     new = signer(Settings(home=home))
     assert new.key_id != old.key_id
+    assert (keys / "signing.pub").read_bytes() != (keys / "trusted" / "old.pub").read_bytes()
+    assert signer_id(_own_key(keys)) == new.key_id  # signing.pub now is the new key's
+    assert new.verify(folder, "p1", tags_for(new, folder), LABEL) == new.key_id
     assert new.verify(folder, "p1", tags, LABEL) == old.key_id
     (keys / "trusted" / "old.pub").unlink()
     _signer.cache_clear()
@@ -170,6 +172,9 @@ def test_trusted_keys_setting_adds_other_signers(tmp_path: Path) -> None:
     pub = public_file(other, tmp_path / "elsewhere" / "team-b.pub")
     s = signer(Settings(home=tmp_path / "home", trusted_keys=f" {pub} "))
     assert s.verify(folder, "p1", tags, LABEL) == signer_id(other)
+    _signer.cache_clear()
+    with pytest.raises(ModelIntegrityError, match=f"unknown key {signer_id(other)}"):
+        signer(Settings(home=tmp_path / "home")).verify(folder, "p1", tags, LABEL)
     _signer.cache_clear()
     with pytest.raises(SettingsError, match="FACTORY_TRUSTED_KEYS: cannot read"):
         signer(Settings(home=tmp_path / "home", trusted_keys=str(tmp_path / "missing.pub")))

@@ -150,11 +150,11 @@ def promote(
 def verify_all(registry: Registry, versions: list[ModelVersion]) -> None:
     """Check every version's files against its signature before anything is written.
 
-    Raises PromotionError naming each refused product and version (nothing is promoted)."""
+    Raises PromotionError naming each refused product and version (nothing is written)."""
     refused = [c.error for c in check_versions(registry, versions) if c.error]
     if refused:
         raise PromotionError(
-            f"refused {len(refused)} unverifiable model(s), nothing promoted: "
+            f"refused {len(refused)} unverifiable model(s), production unchanged: "
             + "; ".join(refused[:20])
             + ("; ..." if len(refused) > 20 else "")
         )
@@ -261,7 +261,11 @@ def move_production(
     batch: str | None = None,
 ) -> list[Move]:
     """Point production aliases at existing versions in one write, with one audit record.
-    A rollback tags each version it leaves; a promotion clears the mark of the one it picks."""
+    A rollback tags each version it leaves; a promotion clears the mark of the one it picks.
+    Every version production will point at is verified first (its files and signature)."""
+    targets = [(models[m.product_id].name, m.new) for m in moves if m.new is not None]
+    found = reading.versions_by_key(registry.client, targets)
+    verify_all(registry, [found[t] for t in targets if t in found])
     ops = RegistryOps()
     mark = json.dumps({"reason": reason, "batch": batch, "at": _now(), "by": actor})
     for mv in moves:

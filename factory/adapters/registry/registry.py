@@ -47,13 +47,16 @@ from factory.adapters.registry.names import (
 from factory.adapters.registry.pyfunc import log_models, outcome_row, version_tags
 from factory.adapters.registry.schema import schema_mismatch
 from factory.adapters.registry.sql_writer import VersionPlan
-from factory.adapters.signing import Signer, signer
+from factory.adapters.signing import ModelIntegrityError, Signer, signer
 from factory.core.drift import ProductionModel
 from factory.core.outcomes import Registered
 from factory.core.training import ChampionRef, ProductOutcome
 from factory.settings import Settings
 
 log = logging.getLogger(__name__)
+# Loading a models-from-code pyfunc runs its code file, which hands the model over through a
+# process-wide slot (`mlflow.models.set_model`): concurrent loads can swap models. Serialise.
+_LOAD_LOCK = threading.Lock()
 
 
 class Registry:
@@ -315,16 +318,26 @@ class Registry:
         tags = dict(mv.tags or {})
         product = tags.get(PRODUCT_TAG, mv.name)
         label = f"product {product!r} version {mv.version} ({mv.name})"
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=self.client.get_model_version_download_uri(mv.name, mv.version),
-            tracking_uri=self.settings.tracking_uri,
-        )
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=self.client.get_model_version_download_uri(mv.name, mv.version),
+                tracking_uri=self.settings.tracking_uri,
+            )
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise ModelIntegrityError(
+                f"{label}: model files missing from the artifact store"
+            ) from None
         self.signer.verify(Path(local), product, tags, label)
         return Path(local)
 
     def load_model(self, mv: ModelVersion) -> PyFuncModel:
-        """A registered version as a pyfunc model, verified before it is loaded."""
-        return mlflow.pyfunc.load_model(str(self.verified_folder(mv)))
+        """A registered version as a pyfunc model, verified (concurrently) before it is loaded
+        (one at a time)."""
+        folder = self.verified_folder(mv)
+        with _LOAD_LOCK:
+            return mlflow.pyfunc.load_model(str(folder))
 
     def lineage(self, product_id: str) -> dict[str, Any]:
         """The whole chain behind a product's current model: version, source run and tags."""
