@@ -19,13 +19,13 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 # Settings never printed, logged or echoed in an error (their pydantic type is SecretStr).
-SECRETS = (
+PASSWORDS = (
     "mlflow_admin_password",
     "trainer_password",
     "promoter_password",
     "analyst_password",
-    "signing_key",
 )
+SECRETS = (*PASSWORDS, "signing_key")
 MIN_PASSWORD = 12
 
 
@@ -104,7 +104,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{existing} is a file, so no folder can be made under it")
         return home
 
-    @field_validator(*SECRETS[:4])
+    @field_validator(*PASSWORDS)
     @classmethod
     def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
         """MLflow's auth server refuses passwords shorter than 12 characters."""
