@@ -183,6 +183,29 @@ def test_rolling_back_a_batch_restores_every_previous_version_and_stays_rolled_b
     assert {p: int(v) for p, v in record.versions.items()} == before
 
 
+def test_a_rollback_to_a_tampered_version_is_refused_and_production_is_unchanged(
+    promoted: tuple[Path, dict[str, int]],
+) -> None:
+    fleet, before = promoted
+    retrain_all(fleet)
+    batch = promote_fleet(str(fleet), approval=PromotionApproval(approver="alice")).batch
+    after = production()
+    victim = sorted(before)[0]
+    name = f"factory.production.{victim}"
+    uri = client().get_model_version_download_uri(name, str(before[victim]))
+    folder = Path(uri.removeprefix("file://"))
+    changed = sorted(p for p in folder.rglob("*") if p.is_file())[-1]
+    changed.write_bytes(changed.read_bytes() + b" ")  # one byte on the version to go back to
+
+    with pytest.raises(PromotionError) as refused:
+        rollback("forecasts too high", batch=batch)
+    line = f"product {victim!r} version {before[victim]} ({name}): model files changed"
+    assert line in str(refused.value) and "production unchanged" in str(refused.value)
+    assert str(refused.value).count("product '") == 1  # only the tampered one is named
+    assert production() == after  # not one alias moved, the good ones included
+    assert not [r for r in audit() if r.action == "rollback"]
+
+
 def test_retire_then_restore(promoted: tuple[Path, dict[str, int]], tmp_path: Path) -> None:
     fleet, before = promoted
     gone = sorted(before)[0]
