@@ -15,6 +15,8 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import mlflow
 from mlflow import MlflowClient
@@ -311,26 +313,31 @@ class Registry:
         return signer(self.settings)
 
     def verified_folder(self, mv: ModelVersion) -> Path:
-        """A version's model folder, downloaded and checked against its signature tags.
+        """A version's model folder (downloaded from a remote store), checked against its tags.
 
         Raises ModelIntegrityError (naming product, version and model) when it is unsigned,
         signed by an untrusted key, or its files changed since signing."""
         tags = dict(mv.tags or {})
         product = tags.get(PRODUCT_TAG, mv.name)
         label = f"product {product!r} version {mv.version} ({mv.name})"
-        try:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=self.client.get_model_version_download_uri(mv.name, mv.version),
-                tracking_uri=self.settings.tracking_uri,
-            )
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-            raise ModelIntegrityError(
-                f"{label}: model files missing from the artifact store"
-            ) from None
-        self.signer.verify(Path(local), product, tags, label)
-        return Path(local)
+        missing = ModelIntegrityError(f"{label}: model files missing from the artifact store")
+        uri = self.client.get_model_version_download_uri(mv.name, mv.version)
+        local = _local_folder(uri)  # a local store's folder is checked where it lies
+        if local is None:
+            try:
+                local = Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=uri, tracking_uri=self.settings.tracking_uri
+                    )
+                )
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                raise missing from None
+        elif not local.is_dir():
+            raise missing
+        self.signer.verify(local, product, tags, label)
+        return local
 
     def load_model(self, mv: ModelVersion) -> PyFuncModel:
         """A registered version as a pyfunc model, verified (concurrently) before it is loaded
@@ -342,3 +349,13 @@ class Registry:
     def lineage(self, product_id: str) -> dict[str, Any]:
         """The whole chain behind a product's current model: version, source run and tags."""
         return reading.model_lineage(self.client, *self.serving_version(product_id))
+
+
+def _local_folder(uri: str) -> Path | None:
+    """The folder a `file:` (or plain path) artifact URI names; None for a remote store."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if parsed.scheme == "" or len(parsed.scheme) == 1:  # a path (a Windows drive letter)
+        return Path(uri)
+    return None
