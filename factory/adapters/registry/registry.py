@@ -321,7 +321,9 @@ class Registry:
         product = tags.get(PRODUCT_TAG, mv.name)
         label = f"product {product!r} version {mv.version} ({mv.name})"
         missing = ModelIntegrityError(f"{label}: model files missing from the artifact store")
-        uri = self.client.get_model_version_download_uri(mv.name, mv.version)
+        uri = reading.registry_calls(self.client).get_model_version_download_uri(
+            mv.name, mv.version
+        )
         local = _local_folder(uri)  # a local store's folder is checked where it lies
         if local is None:
             try:

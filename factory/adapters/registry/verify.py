@@ -43,9 +43,14 @@ def current_versions(
 
 
 def check_versions(
-    registry: Registry, versions: list[ModelVersion], threads: int = 8
+    registry: Registry, versions: list[ModelVersion], threads: int | None = None
 ) -> list[Check]:
-    """Download and verify each version (`threads` at a time), in the order given."""
+    """Download and verify each version (`threads` at a time), in the order given.
+
+    By default 8 at a time through a server (its latency overlaps) and one at a time on a
+    database store in this process (threads only contend there: ~2 ms a model alone, ~5 in 8)."""
+    if threads is None:
+        threads = 1 if reading.sql_store(registry.client) is not None else 8
 
     def check(mv: ModelVersion) -> Check:
         tags = dict(mv.tags or {})
