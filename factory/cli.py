@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -22,14 +22,12 @@ from factory.cli_common import preflight as _preflight
 from factory.cli_common import split as _split
 from factory.cli_errors import err, friendly, warn
 from factory.cli_lifecycle import lifecycle_app, manifest_app
+from factory.cli_stack import down, up
 from factory.cli_verify import verify
 from factory.core.contract import DataError
 from factory.core.errors import UserError
 from factory.core.fleet import load_fleet
-from factory.settings import Settings, SettingsError, get_settings, setting_name
-
-if TYPE_CHECKING:
-    from pydantic import SecretStr
+from factory.settings import get_settings
 
 app = typer.Typer(
     help="Model factory: train, gate, register and forecast one model per product.",
@@ -40,6 +38,8 @@ app.add_typer(lifecycle_app)  # promote, rollback, retire, restore
 app.add_typer(audit_app, name="audit")
 app.add_typer(manifest_app, name="manifest")
 app.command("verify")(verify)
+app.command("up")(up)
+app.command("down")(down)
 
 
 # MLflow's client retries a failing request for minutes (7 retries, growing back-off, 120 s
@@ -415,83 +415,6 @@ def doctor(
     console.print("registry and status agree" if report.healthy else f"{verb} {found} problem(s)")
     if dry_run and not report.healthy:
         raise typer.Exit(1)
-
-
-@app.command()
-@friendly
-def up(
-    prefect_port: Annotated[int, typer.Option(min=1, max=65535)] = 4200,
-    mlflow_port: Annotated[int, typer.Option(min=1, max=65535)] = 5000,
-) -> None:
-    """Start a local Prefect server and MLflow UI (SQLite, local artifacts) in the background.
-
-    With FACTORY_MLFLOW_AUTH=true the MLflow server is the auth server: every factory command
-    then goes through it as the trainer, promoter or analyst (their passwords are settings)."""
-    from factory.adapters.identity import ROLES, identity, provision
-    from factory.adapters.zombies import ensure_zombie_automation, zombie_window
-    from factory.local import (
-        alive,
-        free_port,
-        load_services,
-        save_services,
-        start_mlflow,
-        start_prefect,
-    )
-
-    settings = get_settings()
-    admin = _auth_secrets(settings) if settings.mlflow_auth else None
-    home = settings.resolved_home
-    home.mkdir(parents=True, exist_ok=True)
-    running = [s for s in load_services(home) if alive(s)]
-    if not running:
-        with console.status("starting Prefect server and MLflow UI"):
-            running = [
-                start_prefect(home, free_port(prefect_port)),
-                start_mlflow(
-                    home,
-                    free_port(mlflow_port),
-                    settings.mlflow_tracking_uri or settings.store_uri,
-                    settings.artifact_location or str(home / "artifacts"),
-                    admin_password=admin,
-                    model_prefix=settings.model_prefix,
-                ),
-            ]
-        save_services(home, running)
-    mlflow_url = next(s.url for s in running if s.name == "mlflow")
-    if admin is not None:
-        identities = [i for r in ROLES if (i := identity(settings, r)) is not None]
-        provision(mlflow_url, admin, identities)
-        console.print("mlflow   auth: " + ", ".join(i.username for i in identities))
-    for s in running:
-        console.print(f"{s.name:8} {s.url}  (log: {s.log})")
-    prefect = next(s for s in running if s.name == "prefect")
-    ensure_zombie_automation(f"{prefect.url}/api")
-    window = zombie_window().total_seconds()
-    console.print(f"{'zombies':8} flow runs without a heartbeat for {window:.0f} s become Crashed")
-
-
-def _auth_secrets(settings: Settings) -> SecretStr:
-    """The admin password, after checking every password the auth stack needs is set."""
-    fields = ("mlflow_admin_password", "trainer_password", "promoter_password", "analyst_password")
-    missing = [setting_name(f) for f in fields if getattr(settings, f) is None]
-    if missing:
-        raise SettingsError(
-            f"{setting_name('mlflow_auth')}=true needs these set: {', '.join(missing)}"
-        )
-    assert settings.mlflow_admin_password is not None
-    return settings.mlflow_admin_password
-
-
-@app.command()
-def down() -> None:
-    """Stop the servers `factory up` or `factory demo` started."""
-    from factory.local import load_services, save_services
-
-    home = get_settings().resolved_home
-    for s in load_services(home):
-        s.stop()
-        console.print(f"stopped {s.name} (pid {s.pid})")
-    save_services(home, []) if home.exists() else None
 
 
 @app.command()

@@ -15,8 +15,6 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import mlflow
 from mlflow import MlflowClient
@@ -25,6 +23,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+from mlflow.utils.file_utils import local_file_uri_to_path
+from mlflow.utils.uri import is_local_uri
 
 from factory.adapters.lineage import RunLineage
 from factory.adapters.registry import reading, rest_writer, sql_writer
@@ -354,10 +354,5 @@ class Registry:
 
 
 def _local_folder(uri: str) -> Path | None:
-    """The folder a `file:` (or plain path) artifact URI names; None for a remote store."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(url2pathname(parsed.path))
-    if parsed.scheme == "" or len(parsed.scheme) == 1:  # a path (a Windows drive letter)
-        return Path(uri)
-    return None
+    """The folder a local artifact URI (`file:` or a path) names; None for a remote store."""
+    return Path(local_file_uri_to_path(uri)) if is_local_uri(uri, False) else None
