@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -255,3 +256,62 @@ def _estimator_types(estimator: Any) -> set[str]:
     """Qualified class names of an estimator and of its pipeline steps."""
     parts = [estimator, *(step for _, step in getattr(estimator, "steps", []))]
     return {f"{type(p).__module__}.{type(p).__qualname__}" for p in parts}
+
+
+class ProductModel:
+    """One registered product model as saved in its folder (`manifest.json` + `model.bin`):
+    forecasts from the end of its training history. Used by the pyfunc wrapper, batch
+    forecasts and the online endpoint alike."""
+
+    def __init__(self, manifest: dict[str, Any], payload: bytes) -> None:
+        self.manifest = manifest
+        self.product_id: str = manifest["product_id"]
+        self.horizon = int(manifest["horizon"])
+        self.config = ModelConfig.from_json(manifest["config"])
+        self.model = loads(self.config, payload)
+        tail = manifest["history_tail"]
+        self.history = Series(
+            np.array(tail["ds"], dtype="datetime64[ns]"),
+            np.array(tail["y"], dtype="float64"),
+            {k: np.array(v, dtype="float64") for k, v in tail.items() if k not in ("ds", "y")},
+        )
+
+    @classmethod
+    def from_folder(cls, root: Path) -> ProductModel:
+        """Load from a model's artifact folder (`<model>/artifacts/model`)."""
+        manifest = json.loads((root / "manifest.json").read_text())
+        return cls(manifest, (root / "model.bin").read_bytes())
+
+    def forecast(self, horizon: int = 0) -> pd.DataFrame:
+        """The next `horizon` periods (0: the family's horizon): `unique_id, ds, yhat`."""
+        ds = future_dates(self.history.ds[-1], horizon or self.horizon, self.config.frequency)
+        yhat = self.model.forecast(self.history, ds, None)
+        return pd.DataFrame({"unique_id": self.product_id, "ds": ds, "yhat": yhat})
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Forecast what `frame` asks: `h` periods ahead, or the future `ds` rows (with the
+        family's exogenous columns when given)."""
+        if "ds" not in frame.columns:
+            given = int(frame["h"].iloc[0]) if "h" in frame.columns and len(frame) else 0
+            return self.forecast(given)
+        wanted = pd.to_datetime(frame["ds"]).to_numpy("datetime64[ns]")
+        last = self.history.ds[-1]
+        freq = FREQ_ALIASES[self.config.frequency]
+        steps = len(pd.date_range(pd.Timestamp(last), wanted.max(), freq=freq)) - 1
+        ds = future_dates(last, steps, self.config.frequency)
+        exog = future_exog(frame, ds, self.config.features.exogenous)
+        yhat = self.model.forecast(self.history, ds, exog)
+        out = pd.DataFrame({"unique_id": self.product_id, "ds": ds, "yhat": yhat})
+        return out[out["ds"].isin(wanted)].reset_index(drop=True)
+
+
+def future_exog(frame: pd.DataFrame, ds: np.ndarray, names: tuple[str, ...]) -> dict | None:
+    """Exogenous values for the requested dates; unrequested steps use the model's defaults."""
+    if not names or not all(n in frame.columns for n in names):
+        return None
+    given = frame.assign(ds=pd.to_datetime(frame["ds"])).set_index("ds")
+    out = {}
+    for n in names:
+        default = 0.0 if n == "promo" else float(given[n].iloc[0])
+        out[n] = given[n].reindex(pd.DatetimeIndex(ds)).fillna(default).to_numpy(dtype="float64")
+    return out

@@ -51,6 +51,7 @@ from factory.adapters.registry.schema import schema_mismatch
 from factory.adapters.registry.sql_writer import VersionPlan
 from factory.adapters.signing import ModelIntegrityError, Signer, signer
 from factory.core.drift import ProductionModel
+from factory.core.forecaster import ProductModel
 from factory.core.outcomes import Registered
 from factory.core.training import ChampionRef, ProductOutcome
 from factory.settings import Settings
@@ -347,6 +348,11 @@ class Registry:
         folder = self.verified_folder(mv)
         with _LOAD_LOCK:
             return mlflow.pyfunc.load_model(str(folder))
+
+    def product_model(self, mv: ModelVersion) -> ProductModel:
+        """A registered version's forecaster, verified, then read from its payload directly
+        (no pyfunc load: ~ms instead of a second; safe to do from many threads)."""
+        return ProductModel.from_folder(self.verified_folder(mv) / "artifacts" / "model")
 
     def lineage(self, product_id: str) -> dict[str, Any]:
         """The whole chain behind a product's current model: version, source run and tags."""
