@@ -129,6 +129,16 @@ def start_prefect(
     return _spawn("prefect", cmd, env, home / "logs" / "prefect.log", url, f"{api}/health", timeout)
 
 
+def start_serve(
+    home: Path, port: int, replicas: int = 1, max_models: int = 256, timeout: float = 180
+) -> Service:
+    """`factory serve` (the online endpoint on a local Ray) on 127.0.0.1 in the background."""
+    url = f"http://127.0.0.1:{port}"
+    cmd = [venv_bin("factory"), "serve", "--port", str(port), "--replicas", str(replicas)]
+    cmd += ["--max-models", str(max_models)]
+    return _spawn("serve", cmd, {}, home / "logs" / "serve.log", url, f"{url}/healthz", timeout)
+
+
 def redis_broker_env(redis_url: str) -> dict[str, str]:
     """Prefect settings that move its messaging, ordering and leases from memory to Redis."""
     return {

@@ -1,0 +1,322 @@
+"""The online endpoint: a Ray Serve application with a FastAPI ingress.
+
+One multiplexed deployment (`serve.multiplexed`, model id = product id) keeps an LRU of
+products per replica; each product's slot holds the verified models of the versions that
+answer for it now (champion or staging candidate, canary, shadow challenger). Which versions
+answer is read from the registry's aliases at most every `ttl_s` seconds, so a promotion is
+served within seconds. Forecasts of the serving and shadow versions are kept in the forecast
+history (one file per replica), where the drift monitor compares their realized errors.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pandas as pd
+from fastapi import FastAPI, Header, HTTPException
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from ray import serve
+
+from factory.adapters.fanout import ensure_ray
+from factory.adapters.identity import ANALYST, settings_as
+from factory.adapters.registry.names import NoModelError
+from factory.adapters.registry.registry import Registry
+from factory.adapters.signing import ModelIntegrityError
+from factory.core.forecaster import ProductModel
+from factory.local import free_port
+from factory.serving.history import HistoryRecorder
+from factory.serving.resolver import Resolver, Served, VersionRef
+from factory.settings import Settings
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "factory"
+DEPLOYMENT = "forecaster"
+MAX_HORIZON = 3660
+# Secrets the endpoint never needs: it reads as the analyst and only verifies signatures.
+WITHHELD = (
+    "FACTORY_MLFLOW_ADMIN_PASSWORD",
+    "FACTORY_TRAINER_PASSWORD",
+    "FACTORY_PROMOTER_PASSWORD",
+)
+
+api = FastAPI(
+    title="Model factory forecasts",
+    description="Forecasts from each product's production model (its canary for a sticky share"
+    " of request keys), straight from the MLflow registry, verified before use.",
+    version="1",
+)
+
+
+class ForecastRequest(BaseModel):
+    """One product (`product_id`) or several (`product_ids`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: str | None = Field(None, min_length=1, examples=["grocery-00001"])
+    product_ids: list[str] | None = Field(None, min_length=1, max_length=1000)
+    horizon: int | None = Field(
+        None, ge=1, le=MAX_HORIZON, description="Periods ahead (default: the family's horizon)."
+    )
+    exogenous: list[dict[str, Any]] | None = Field(
+        None,
+        min_length=1,
+        description="Future rows: `ds` plus the family's exogenous columns (e.g. price, promo);"
+        " the forecast covers exactly these dates.",
+    )
+    request_key: str | None = Field(
+        None, description="Sticky key of the canary split (or the X-Request-Key header)."
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_name_products(self) -> "ForecastRequest":
+        if (self.product_id is None) == (self.product_ids is None):
+            raise ValueError("give either product_id or product_ids")
+        if self.exogenous is not None and any("ds" not in row for row in self.exogenous):
+            raise ValueError("every exogenous row needs its date `ds`")
+        return self
+
+    @property
+    def products(self) -> list[str]:
+        """The asked-for products, in order, without repeats."""
+        return list(dict.fromkeys(self.product_ids or [self.product_id or ""]))
+
+
+class Row(BaseModel):
+    """One forecast period."""
+
+    ds: str
+    yhat: float
+
+
+class ProductForecast(BaseModel):
+    """One product's forecast and the version that made it."""
+
+    product_id: str
+    model_name: str
+    model_version: str
+    served_as: str = Field(description="champion | canary | candidate (staging, no production)")
+    rows: list[Row]
+
+
+class ForecastResponse(BaseModel):
+    """Forecasts in the order asked."""
+
+    forecasts: list[ProductForecast]
+
+
+class Health(BaseModel):
+    """A replica's state."""
+
+    status: str
+    models_loaded: int
+    max_models: int
+    pid: int
+
+
+class ProductSlot:
+    """One product's loaded versions (only those answering now) and their forecasts so far."""
+
+    def __init__(self, product_id: str) -> None:
+        self.product_id = product_id
+        self.models: dict[str, ProductModel] = {}
+        self.cache: dict[tuple[str, int], pd.DataFrame] = {}
+        self.lock = asyncio.Lock()
+
+    def keep(self, served: Served) -> None:
+        """Drop versions that no longer answer (after a promotion, rollback or canary end)."""
+        live = {r.key for r in (served.serving, served.canary, served.shadow) if r is not None}
+        for key in [k for k in self.models if k not in live]:
+            del self.models[key]
+        self.cache = {k: v for k, v in self.cache.items() if k[0] in live}
+
+
+@serve.deployment(name=DEPLOYMENT, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
+@serve.ingress(api)
+class ForecastService:
+    """The `/forecast` and `/healthz` routes of one replica."""
+
+    def __init__(
+        self, env: dict[str, str], max_models: int = 256, ttl_s: float = 2.0, flush_s: float = 30.0
+    ) -> None:
+        os.environ.update(env)
+        settings = settings_as(ANALYST)
+        self.registry = Registry(settings)
+        self.resolver = Resolver(self.registry, ttl_s)
+        self.max_models = max_models
+        self.history = HistoryRecorder(
+            settings.resolved_forecasts_url, f"online-{uuid.uuid4().hex[:8]}"
+        )
+
+        async def new_slot(product_id: str) -> ProductSlot:  # the LRU lives on this function
+            return ProductSlot(product_id)
+
+        self._lru_owner = new_slot
+        self.slot = serve.multiplexed(max_num_models_per_replica=max_models)(new_slot)
+        self._flusher = asyncio.get_event_loop().create_task(self._flush_every(flush_s))
+
+    async def _flush_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await asyncio.to_thread(self.history.flush)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.history.flush()
+
+    @api.get("/healthz")
+    async def healthz(self) -> Health:
+        """The replica is up; how many products it holds of its LRU's size."""
+        wrapper = getattr(self._lru_owner, "__serve_multiplex_wrapper", None)
+        loaded = len(wrapper.models) if wrapper is not None else 0
+        return Health(
+            status="ok", models_loaded=loaded, max_models=self.max_models, pid=os.getpid()
+        )
+
+    @api.post("/forecast")
+    async def forecast(
+        self, request: ForecastRequest, x_request_key: str | None = Header(None)
+    ) -> ForecastResponse:
+        """Forecast each asked-for product with the version serving it now.
+
+        404 when a product is unknown or retired; 503 when its model fails verification."""
+        key = request.request_key or x_request_key
+        out = []
+        for pid in request.products:
+            out.append(await self._one(pid, request.horizon or 0, request.exogenous, key))
+        return ForecastResponse(forecasts=out)
+
+    async def _one(
+        self, pid: str, horizon: int, exog: list[dict[str, Any]] | None, key: str | None
+    ) -> ProductForecast:
+        try:
+            served = await asyncio.to_thread(self.resolver.resolve, pid)
+        except NoModelError as exc:
+            raise HTTPException(404, str(exc)) from None
+        slot: ProductSlot = await self.slot(pid)
+        ref, served_as = served.pick(key)
+        try:
+            async with slot.lock:
+                slot.keep(served)
+                frame = await self._forecast(slot, ref, horizon, exog)
+                shadow = None
+                if served.shadow is not None:
+                    shadow = await self._forecast(slot, served.shadow, horizon, exog)
+        except ModelIntegrityError as exc:
+            raise HTTPException(503, f"model refused: {exc}") from None
+        except (ValueError, KeyError) as exc:
+            raise HTTPException(422, f"product {pid!r}: {exc}") from None
+        self.history.record(frame, ref, "canary" if served_as == "canary" else "serving")
+        if shadow is not None and served.shadow is not None:
+            self.history.record(shadow, served.shadow, "shadow")
+        rows = [
+            Row(ds=pd.Timestamp(d).isoformat(), yhat=float(y))
+            for d, y in zip(frame["ds"], frame["yhat"], strict=True)
+        ]
+        return ProductForecast(
+            product_id=pid,
+            model_name=ref.name,
+            model_version=ref.version,
+            served_as=served_as,
+            rows=rows,
+        )
+
+    async def _forecast(
+        self, slot: ProductSlot, ref: VersionRef, horizon: int, exog: list[dict[str, Any]] | None
+    ) -> pd.DataFrame:
+        """A version's forecast: loaded and verified on first use, cached when no future
+        inputs are given (a model always forecasts from its own training cutoff)."""
+        model = slot.models.get(ref.key)
+        if model is None:
+            model = await asyncio.to_thread(self._load, ref)
+            slot.models[ref.key] = model
+        if exog is not None:
+            return await asyncio.to_thread(model.predict, pd.DataFrame(exog))
+        cached = slot.cache.get((ref.key, horizon))
+        if cached is None:
+            cached = slot.cache[(ref.key, horizon)] = model.forecast(horizon)
+        return cached
+
+    def _load(self, ref: VersionRef) -> ProductModel:
+        return self.registry.product_model(self.resolver.model_version(ref))
+
+
+def replica_env(settings: Settings) -> dict[str, str]:
+    """What a replica needs to read the same registry as this process: the FACTORY_ and
+    MLFLOW_ settings (paths made absolute), without the other roles' secrets."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("FACTORY_", "MLFLOW_")) and k not in WITHHELD
+    }
+    env["FACTORY_HOME"] = str(settings.resolved_home)
+    env["FACTORY_FORECASTS_URL"] = settings.resolved_forecasts_url
+    env["MLFLOW_TRACKING_URI"] = settings.tracking_uri
+    return env
+
+
+def build(
+    settings: Settings,
+    replicas: int = 1,
+    max_models: int = 256,
+    ttl_s: float = 2.0,
+    flush_s: float = 30.0,
+) -> serve.Application:
+    """The Serve application for these settings."""
+    return ForecastService.options(num_replicas=replicas).bind(  # type: ignore[attr-defined]
+        replica_env(settings), max_models, ttl_s, flush_s
+    )
+
+
+def app_builder(args: dict[str, Any]) -> serve.Application:
+    """`serve deploy`'s entry point (deployments/serve.yaml): settings from the environment of
+    the cluster's nodes (FACTORY_*), sizes from the config's args."""
+    from factory.settings import get_settings
+
+    return build(
+        get_settings(),
+        int(args.get("replicas", 1)),
+        int(args.get("max_models", 256)),
+        float(args.get("ttl_s", 2.0)),
+    )
+
+
+def start(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    replicas: int = 1,
+    max_models: int = 256,
+    ttl_s: float = 2.0,
+    flush_s: float = 30.0,
+    wait_s: float = 120.0,
+) -> str:
+    """Run the endpoint on the factory's Ray (local or RAY_ADDRESS) and return its URL once
+    `/healthz` answers."""
+    ensure_ray(settings)
+    port = port or free_port()
+    serve.start(http_options={"host": host, "port": port}, logging_config={"log_level": "WARNING"})
+    serve.run(
+        build(settings, replicas, max_models, ttl_s, flush_s), name=APP_NAME, route_prefix="/"
+    )
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the endpoint did not answer at {url}/healthz in {wait_s:.0f} s")
+        time.sleep(0.5)
+
+
+def stop() -> None:
+    """Shut the endpoint (and Serve) down on this Ray."""
+    serve.shutdown()

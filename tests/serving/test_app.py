@@ -1,0 +1,213 @@
+"""The online endpoint: a real Ray Serve app on a free loopback port over a real MLflow store
+with models trained and promoted by the real flows (Prefect test harness, local Ray)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from factory.adapters.data import read_panel, write_panel
+from factory.adapters.forecasts import read_forecast_history
+from factory.adapters.registry.registry import Registry
+from factory.core.canary import CANARY_ALIAS, CANARY_TAG, CanarySpec, takes_canary
+from factory.core.synthetic import PanelSpec, generate_panel
+from factory.serving.app import start, stop
+from factory.settings import get_settings
+from flows.promote_fleet import PromotionApproval, promote_fleet
+from flows.train_fleet import train_fleet
+from tests.support.fleets import AS_OF, write_fleet
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "local_ray")]
+
+N, MAX_MODELS, TTL = 6, 4, 0.5
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """Six products trained and in production (auto promotion); the endpoint on a free port
+    with an LRU of four products per replica."""
+    mp = pytest.MonkeyPatch()
+    home = tmp_path_factory.mktemp("serve") / "factory"
+    mp.setenv("FACTORY_HOME", str(home))
+    mp.setenv("FACTORY_AS_OF", AS_OF)
+    for var in ("FACTORY_DATA_URL", "FACTORY_MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
+        mp.delenv(var, raising=False)
+    get_settings.cache_clear()
+    panel = generate_panel(PanelSpec(n_products=N, seed=11))
+    write_panel(panel.frame, get_settings().resolved_data_url)
+    fleet = write_fleet(home.parent / "fleet.yaml", shard_size=N)
+    train_fleet(str(fleet))
+    url = start(get_settings(), max_models=MAX_MODELS, ttl_s=TTL, flush_s=0.5)
+    try:
+        yield url, fleet
+    finally:
+        stop()
+        mp.undo()
+        get_settings.cache_clear()
+
+
+def products() -> list[str]:
+    return sorted(Registry(get_settings()).current_models("production"))
+
+
+def ask(url: str, **body: object) -> httpx.Response:
+    return httpx.post(f"{url}/forecast", json=body, timeout=60)
+
+
+def champion(pid: str) -> str:
+    client = MlflowClient(get_settings().tracking_uri)
+    return str(client.get_registered_model(f"factory.production.{pid}").aliases["champion"])
+
+
+def test_the_endpoint_forecast_equals_the_batch_forecast_of_the_same_version(
+    endpoint: tuple[str, Path],
+) -> None:
+    url, _ = endpoint
+    pid = products()[0]
+    got = ask(url, product_id=pid).json()["forecasts"]
+    assert len(got) == 1 and got[0]["served_as"] == "champion"
+    assert got[0]["model_name"] == f"factory.production.{pid}"
+    assert got[0]["model_version"] == champion(pid)
+    registry = Registry(get_settings())
+    mv = registry.client.get_model_version(got[0]["model_name"], got[0]["model_version"])
+    expected = registry.load_model(mv).predict(pd.DataFrame({"h": [0]}))  # plain pyfunc
+    assert len(got[0]["rows"]) == len(expected) == 28
+    assert [pd.Timestamp(r["ds"]) for r in got[0]["rows"]] == list(expected["ds"])
+    assert [r["yhat"] for r in got[0]["rows"]] == pytest.approx(list(expected["yhat"]), rel=1e-9)
+    short = ask(url, product_ids=[pid, products()[1]], horizon=7).json()["forecasts"]
+    assert [f["product_id"] for f in short] == [pid, products()[1]]
+    assert [len(f["rows"]) for f in short] == [7, 7]
+    assert [r["yhat"] for r in short[0]["rows"]] == pytest.approx(list(expected["yhat"][:7]))
+
+
+def test_future_exogenous_values_are_used_as_the_pyfunc_model_uses_them(
+    endpoint: tuple[str, Path],
+) -> None:
+    url, _ = endpoint
+    pid = next(p for p in products() if p.startswith("grocery"))  # exogenous: price, promo
+    first = ask(url, product_id=pid, horizon=1).json()["forecasts"][0]
+    start_day = pd.Timestamp(first["rows"][0]["ds"])
+    days = [str((start_day + pd.Timedelta(days=i)).date()) for i in (0, 1, 4)]
+    future = [{"ds": d, "promo": float(i % 2), "price": 2.0 + i} for i, d in enumerate(days)]
+    got = ask(url, product_id=pid, exogenous=future).json()["forecasts"][0]["rows"]
+    assert [r["ds"][:10] for r in got] == days  # exactly the asked dates
+    registry = Registry(get_settings())
+    mv = registry.client.get_model_version(first["model_name"], first["model_version"])
+    expected = registry.load_model(mv).predict(pd.DataFrame(future))
+    assert [r["yhat"] for r in got] == pytest.approx(list(expected["yhat"]), rel=1e-9)
+    assert ask(url, product_id=pid, exogenous=[{"promo": 1.0}]).status_code == 422  # no ds
+
+
+def test_unknown_products_and_bad_requests_get_clear_errors(endpoint: tuple[str, Path]) -> None:
+    url, _ = endpoint
+    missing = ask(url, product_id="no-such-product")
+    assert missing.status_code == 404
+    assert "'no-such-product' has no registered model" in missing.json()["detail"]
+    assert ask(url, product_ids=[products()[0], "nope"]).status_code == 404
+    both = ask(url, product_id="a", product_ids=["b"])
+    assert both.status_code == 422 and "either product_id or product_ids" in both.text
+    assert ask(url, product_id=products()[0], horizon=0).status_code == 422
+    assert ask(url, product_id=products()[0], colour="red").status_code == 422
+
+
+def test_health_docs_and_a_bounded_lru_per_replica(endpoint: tuple[str, Path]) -> None:
+    url, _ = endpoint
+    for pid in products():  # six products through an LRU of four
+        assert ask(url, product_id=pid).status_code == 200
+    health = httpx.get(f"{url}/healthz", timeout=10).json()
+    assert health["status"] == "ok" and health["max_models"] == MAX_MODELS
+    assert 1 <= health["models_loaded"] <= MAX_MODELS
+    spec = httpx.get(f"{url}/openapi.json", timeout=10).json()
+    assert {"/forecast", "/healthz"} <= set(spec["paths"])
+    assert httpx.get(f"{url}/docs", timeout=10).status_code == 200
+
+
+def test_a_canary_serves_its_share_of_request_keys_sticky(endpoint: tuple[str, Path]) -> None:
+    url, _ = endpoint
+    pid = products()[2]
+    name = f"factory.production.{pid}"
+    client = MlflowClient(get_settings().tracking_uri)
+    current = champion(pid)
+    # a second production version of the same model files, as a canary at 30%
+    source = client.get_model_version(name, current)
+    canary = client.create_model_version(
+        name, source.source, tags=dict(source.tags), run_id=source.run_id
+    )
+    spec = CanarySpec(
+        version=str(canary.version),
+        champion_version=current,
+        share=0.3,
+        started_at=pd.Timestamp.now(tz="UTC").to_pydatetime(),
+    )
+    client.set_registered_model_alias(name, CANARY_ALIAS, str(canary.version))
+    client.set_registered_model_tag(name, CANARY_TAG, spec.model_dump_json())
+    try:
+        time.sleep(TTL * 3)
+        keys = [f"client-{i}" for i in range(300)]
+        served = {k: ask(url, product_id=pid, request_key=k).json()["forecasts"][0] for k in keys}
+        on_canary = [k for k, f in served.items() if f["served_as"] == "canary"]
+        assert all(served[k]["model_version"] == str(canary.version) for k in on_canary)
+        assert 0.2 <= len(on_canary) / len(keys) <= 0.4
+        assert set(on_canary) == {k for k in keys if takes_canary(pid, k, 0.3)}
+        again = httpx.post(
+            f"{url}/forecast", json={"product_id": pid}, headers={"X-Request-Key": on_canary[0]}
+        ).json()["forecasts"][0]
+        assert again["served_as"] == "canary"  # sticky, by body or header
+    finally:
+        client.delete_registered_model_alias(name, CANARY_ALIAS)
+        client.delete_registered_model_tag(name, CANARY_TAG)
+    time.sleep(TTL * 3)
+    assert (
+        ask(url, product_id=pid, request_key=on_canary[0]).json()["forecasts"][0]["served_as"]
+        == "champion"
+    )
+
+
+def test_a_staging_challenger_is_shadowed_and_its_promotion_is_served_within_seconds(
+    endpoint: tuple[str, Path],
+) -> None:
+    url, fleet = endpoint
+    write_fleet(fleet, shard_size=N, promotion={"mode": "manual"})
+    settings = get_settings()
+    panel = read_panel(settings.resolved_data_url)
+    recent = panel["ds"] > panel["ds"].max() - pd.Timedelta(days=20)
+    panel.loc[recent, "y"] = (panel.loc[recent, "y"] * 1.4).round()
+    write_panel(panel, settings.resolved_data_url)
+    before = {p: champion(p) for p in products()}
+    train_fleet(str(fleet))  # manual: new winners wait in staging
+    staged = Registry(settings).current_models("staging")
+    challenged = [p for p in before if int(staged[p]["version"]) > 1]
+    assert challenged, "retraining on shifted demand made no new staging version"
+    pid = challenged[0]
+    time.sleep(TTL * 3)
+    got = ask(url, product_id=pid).json()["forecasts"][0]
+    assert got["model_version"] == before[pid]  # production still answers...
+    shadow_version = str(staged[pid]["version"])
+    deadline = time.monotonic() + 30
+    rows = pd.DataFrame()
+    while time.monotonic() < deadline:  # ...and the challenger's forecast is kept beside it
+        history = read_forecast_history(settings.resolved_forecasts_url)
+        rows = history[history["unique_id"] == pid]
+        if {"serving", "shadow"} <= set(rows.get("role", [])):
+            break
+        time.sleep(0.5)
+    shadow = rows[rows["role"] == "shadow"]
+    assert set(shadow["model_name"]) == {f"factory.staging.{pid}"}
+    assert set(shadow["model_version"]) == {shadow_version}
+    assert set(rows[rows["role"] == "serving"]["model_version"]) == {before[pid]}
+
+    approval = PromotionApproval(approver="ops", products=[pid], reason="shadow looked right")
+    assert promote_fleet(str(fleet), approval=approval).status == "promoted"
+    promoted_at = time.monotonic()
+    while champion(pid) == before[pid]:
+        time.sleep(0.1)
+    new = champion(pid)
+    while ask(url, product_id=pid).json()["forecasts"][0]["model_version"] != new:
+        assert time.monotonic() - promoted_at < 10, "the promotion was not served within 10 s"
+        time.sleep(0.2)
