@@ -17,8 +17,13 @@ from factory.settings import PASSWORDS, Settings, SettingsError, get_settings, s
 def up(
     prefect_port: Annotated[int, typer.Option(min=1, max=65535)] = 4200,
     mlflow_port: Annotated[int, typer.Option(min=1, max=65535)] = 5000,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Also start the online forecast endpoint.")
+    ] = False,
+    serve_port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
 ) -> None:
-    """Start a local Prefect server and MLflow UI (SQLite, local artifacts) in the background.
+    """Start a local Prefect server and MLflow UI (SQLite, local artifacts) in the background,
+    and with --serve the online forecast endpoint (`factory serve`).
 
     With FACTORY_MLFLOW_AUTH=true the MLflow server is the auth server: every factory command
     then goes through it as the trainer, promoter or analyst (their passwords are settings)."""
@@ -31,6 +36,7 @@ def up(
         save_services,
         start_mlflow,
         start_prefect,
+        start_serve,
     )
 
     settings = get_settings()
@@ -51,6 +57,10 @@ def up(
                     model_prefix=settings.model_prefix,
                 ),
             ]
+        save_services(home, running)
+    if serve and not any(s.name == "serve" for s in running):
+        with console.status("starting the forecast endpoint (Ray Serve)"):
+            running.append(start_serve(home, free_port(serve_port)))
         save_services(home, running)
     mlflow_url = next(s.url for s in running if s.name == "mlflow")
     if admin is not None:

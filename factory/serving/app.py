@@ -30,7 +30,7 @@ from factory.adapters.signing import ModelIntegrityError
 from factory.core.forecaster import ProductModel
 from factory.local import free_port
 from factory.serving.history import HistoryRecorder
-from factory.serving.resolver import Resolver, Served, VersionRef
+from factory.serving.resolver import RegistryUnavailable, Resolver, Served, VersionRef
 from factory.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 APP_NAME = "factory"
 DEPLOYMENT = "forecaster"
 MAX_HORIZON = 3660
+FORECASTS_PER_SLOT = 8  # forecasts kept per loaded product (by version and horizon)
 # Secrets the endpoint never needs: it reads as the analyst and only verifies signatures.
 WITHHELD = (
     "FACTORY_MLFLOW_ADMIN_PASSWORD",
@@ -198,6 +199,8 @@ class ForecastService:
             served = await asyncio.to_thread(self.resolver.resolve, pid)
         except NoModelError as exc:
             raise HTTPException(404, str(exc)) from None
+        except RegistryUnavailable as exc:
+            raise HTTPException(503, str(exc)) from None
         slot: ProductSlot = await self.slot(pid)
         ref, served_as = served.pick(key)
         try:
@@ -239,6 +242,8 @@ class ForecastService:
             return await asyncio.to_thread(model.predict, pd.DataFrame(exog))
         cached = slot.cache.get((ref.key, horizon))
         if cached is None:
+            if len(slot.cache) >= FORECASTS_PER_SLOT:  # a few horizons per product, not any
+                slot.cache.pop(next(iter(slot.cache)))
             cached = slot.cache[(ref.key, horizon)] = model.forecast(horizon)
         return cached
 

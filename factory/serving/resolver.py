@@ -4,6 +4,7 @@ shadow challenger, read from the registry's aliases and tags and kept for a shor
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -25,7 +26,13 @@ from factory.adapters.registry.names import (
 from factory.adapters.registry.registry import Registry
 from factory.core.canary import CANARY_ALIAS, CANARY_TAG, CanarySpec, takes_canary
 
+log = logging.getLogger(__name__)
+
 MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry could not be read and nothing is known about the product yet."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,8 @@ class Served:
 
 class Resolver:
     """Product -> Served, read from the registry at most once per `ttl_s` per product, so a
-    promotion, canary or rollback is served within `ttl_s` seconds. Thread-safe."""
+    promotion, canary or rollback is served within `ttl_s` seconds. While the registry is
+    unreachable, products keep their last known versions. Thread-safe."""
 
     def __init__(self, registry: Registry, ttl_s: float = 2.0) -> None:
         self.registry = registry
@@ -81,7 +89,17 @@ class Resolver:
             hit = self._cache.get(product_id)
         if hit is not None and hit[0] > now:
             return hit[1]
-        served = self._read(product_id)
+        try:
+            served = self._read(product_id)
+        except NoModelError:
+            raise
+        except Exception as exc:  # the registry is unreachable: keep serving what was known
+            if hit is None:
+                raise RegistryUnavailable(f"the registry did not answer: {exc}") from exc
+            log.warning(
+                "serving %s's last known versions: the registry failed: %s", product_id, exc
+            )
+            return hit[1]
         with self._lock:
             self._cache[product_id] = (now + self.ttl_s, served)
         return served

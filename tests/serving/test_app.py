@@ -3,6 +3,10 @@ with models trained and promoted by the real flows (Prefect test harness, local 
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,3 +215,33 @@ def test_a_staging_challenger_is_shadowed_and_its_promotion_is_served_within_sec
     while ask(url, product_id=pid).json()["forecasts"][0]["model_version"] != new:
         assert time.monotonic() - promoted_at < 10, "the promotion was not served within 10 s"
         time.sleep(0.2)
+
+
+def test_factory_serve_runs_the_endpoint_until_interrupted(endpoint: tuple[str, Path]) -> None:
+    pid = products()[0]
+    factory = str(Path(sys.executable).with_name("factory"))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        [factory, "serve", "--port", "0", "--max-models", "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:  # its own local Ray, its own port
+            lines.append(line)
+            if line.startswith("serving"):
+                break
+        url = lines[-1].split()[1].removesuffix("/forecast")
+        got = ask(url, product_id=pid).json()["forecasts"][0]
+        assert got["model_version"] == champion(pid)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, "".join(lines) + out
+        assert "stopped the forecast endpoint" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
