@@ -16,12 +16,14 @@ from rich.table import Table
 
 from factory.adapters.data import list_data_files, read_panel, write_panel
 from factory.cli_audit import audit_app
+from factory.cli_canary import canary_app
 from factory.cli_common import FleetOpt, ProductsOpt, console
 from factory.cli_common import prefect_database as _prefect_database
 from factory.cli_common import preflight as _preflight
 from factory.cli_common import split as _split
 from factory.cli_errors import err, friendly, warn
 from factory.cli_lifecycle import lifecycle_app, manifest_app
+from factory.cli_serve import serve
 from factory.cli_stack import down, up
 from factory.cli_verify import verify
 from factory.core.contract import DataError
@@ -36,10 +38,12 @@ app = typer.Typer(
 )
 app.add_typer(lifecycle_app)  # promote, rollback, retire, restore
 app.add_typer(audit_app, name="audit")
+app.add_typer(canary_app, name="canary")  # status, complete, abort
 app.add_typer(manifest_app, name="manifest")
 app.command("verify")(verify)
 app.command("up")(up)
 app.command("down")(down)
+app.command("serve")(serve)
 
 
 # MLflow's client retries a failing request for minutes (7 retries, growing back-off, 120 s
@@ -69,7 +73,7 @@ def _prefect_environment(ctx: typer.Context) -> None:
 COMMAND_ROLES = {
     **dict.fromkeys(("train", "watch"), "trainer"),
     **dict.fromkeys(("promote", "rollback", "retire", "restore", "manifest", "doctor"), "promoter"),
-    **dict.fromkeys(("forecast", "status", "lineage", "verify", "audit"), "analyst"),
+    **dict.fromkeys(("forecast", "status", "lineage", "verify", "audit", "serve"), "analyst"),
 }
 
 

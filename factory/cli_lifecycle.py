@@ -61,10 +61,22 @@ def promote(
     ] = None,
     approver: ApproverOpt = None,
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why (audit trail).")] = "",
+    canary: Annotated[
+        float | None,
+        typer.Option(
+            "--canary",
+            help="Start products already in production as a canary on this share of requests"
+            " (0 < x < 1; 0: none; default: fleet.yaml's promotion.canary_share).",
+        ),
+    ] = None,
 ) -> None:
     """Run promote-fleet: retire what left the fleet, promote staging winners newer than
     production within fleet.yaml's limits; beyond them, show the batch and wait for
     --approve or --reject (a deployment's run waits in the Prefect UI instead)."""
+    if canary is not None:
+        from factory.core.canary import check_share
+
+        check_share(canary)
     if approve and reject is not None:
         raise UsageMistake("--approve and --reject exclude each other")
     if only and not approve:
@@ -87,7 +99,9 @@ def promote(
             reason=reject if reject is not None else reason,
         )
     with console.status("planning the promotion"):
-        report = promote_fleet(str(fleet), split(products), decision, dry_run=plan)
+        report = promote_fleet(
+            str(fleet), split(products), decision, dry_run=plan, canary_share=canary
+        )
     if report.retired:
         warn(f"retired {len(report.retired)} product(s): {', '.join(report.retired[:20])}")
     if report.status == "nothing to do":
@@ -106,6 +120,11 @@ def promote(
         )
     elif report.status == "promoted":
         console.print(f"[green]promoted {len(report.promoted)} product(s)[/], batch {report.batch}")
+        if report.canaries:
+            console.print(
+                f"started {len(report.canaries)} canary(ies): `factory canary status` shows"
+                " them, `factory canary complete|abort` ends them"
+            )
     elif report.status == "rejected":
         console.print(f"rejected batch {report.batch}: nothing promoted")
 

@@ -20,7 +20,8 @@ def monitor_drift(
     products: list[str] | None = None,
     emit: bool = True,
 ) -> DriftReport:
-    """Check every production model for drift, record it, and announce what to retrain."""
+    """Check every production model for drift, record it (with each shadow challenger's
+    realized error beside production's), and announce what to retrain."""
     log = get_run_logger()
     settings = settings_as(ANALYST)
     outcomes = check_drift(settings, drift, products)
@@ -31,6 +32,9 @@ def monitor_drift(
     log.info("%d production models: %s", len(outcomes), dict(counts))
     for o in retrain:
         log.info("drifted %s v%s: %s", o.product_id, o.model_version, o.detail)
+    for o in outcomes:
+        if o.shadow is not None:
+            log.info("%s v%s: %s", o.product_id, o.model_version, o.shadow.line())
     sent = announce_drift(fleet_path, settings, retrain) if retrain and emit else []
     return DriftReport(
         checked=len(outcomes),

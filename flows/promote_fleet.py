@@ -16,7 +16,9 @@ from pydantic import Field
 
 from factory.adapters.audit_log import current_actor, record_action
 from factory.adapters.identity import PROMOTER, settings_as
+from factory.adapters.registry.lifecycle import Move
 from factory.core.audit import AuditEntry
+from factory.core.canary import canary_note
 from factory.core.promotion import describe, select
 from tasks.lifecycle import retire_products
 from tasks.promote import PLAN, PromotionPlan, plan_promotion, promote_batch
@@ -42,6 +44,7 @@ class PromotionReport:
     batch: str
     status: Literal["nothing to do", "promoted", "rejected", "awaiting approval", "planned"]
     promoted: dict[str, int] = field(default_factory=dict)  # product -> production version
+    canaries: dict[str, int] = field(default_factory=dict)  # product -> its canary version
     retired: list[str] = field(default_factory=list)
     needs_approval: list[str] = field(default_factory=list)  # the limits the batch went past
     ignored: list[str] = field(default_factory=list)  # approved ids that were not in the batch
@@ -55,16 +58,18 @@ def promote_fleet(
     approval: PromotionApproval | None = None,
     dry_run: bool = False,
     wait_hours: float = 72.0,
+    canary_share: float | None = None,
 ) -> PromotionReport:
     """Retire products that left the fleet, then promote the staging winners newer than
     production: at once within fleet.yaml's limits, else after an approval (the run suspends
-    in a deployment; elsewhere it reports "awaiting approval" unless `approval` is given)."""
+    in a deployment; elsewhere it reports "awaiting approval" unless `approval` is given).
+    `canary_share` (default: fleet.yaml's) starts products already in production as canaries."""
     log = get_run_logger()
     settings = settings_as(PROMOTER)
     stored = _stored_plan()
-    plan = stored or plan_promotion(fleet_path, settings, products)
+    plan = stored or plan_promotion(fleet_path, settings, products, canary_share)
     radius = plan.radius
-    text = describe(radius, plan.batch)
+    text = describe(radius, plan.batch) + canary_note(plan.canary_share)
     report = PromotionReport(plan.batch, "planned", needs_approval=radius.reasons, description=text)
     if dry_run:
         _publish(report)
@@ -77,9 +82,10 @@ def promote_fleet(
         return report
     if not radius.needs_approval and approval is None:
         actor = f"policy: within limits ({plan.limits}) / {current_actor()}"
-        moves = promote_batch(settings, radius.changes, plan.batch, actor, "within limits")
-        report.promoted = {m.product_id: int(m.new or 0) for m in moves}
-        report.status = "promoted"
+        moves = promote_batch(
+            settings, radius.changes, plan.batch, actor, "within limits", plan.canary_share
+        )
+        _promoted(report, moves)
         _publish(report)
         return report
     if approval is None:
@@ -113,11 +119,19 @@ def promote_fleet(
         log.warning("batch %s rejected by %s: %s", plan.batch, approval.approver, reason)
         _publish(report)
         return report
-    moves = promote_batch(settings, chosen, plan.batch, actor, reason or "approved")
-    report.promoted = {m.product_id: int(m.new or 0) for m in moves}
-    report.status = "promoted"
+    moves = promote_batch(
+        settings, chosen, plan.batch, actor, reason or "approved", plan.canary_share
+    )
+    _promoted(report, moves)
     _publish(report)
     return report
+
+
+def _promoted(report: PromotionReport, moves: list[Move]) -> None:
+    """The batch's champions and canaries into the report."""
+    report.promoted = {m.product_id: int(m.new or 0) for m in moves if not m.canary}
+    report.canaries = {m.product_id: int(m.new or 0) for m in moves if m.canary}
+    report.status = "promoted"
 
 
 def _stored_plan() -> PromotionPlan | None:
@@ -149,6 +163,8 @@ def _wait_for_approval(
 def _publish(report: PromotionReport) -> None:
     """The run's summary artifact: the status, then the table the approver saw."""
     head = f"**{report.status}**: batch `{report.batch}`, {len(report.promoted)} promoted"
+    if report.canaries:
+        head += f", {len(report.canaries)} started as canaries"
     if report.retired:
         head += f", {len(report.retired)} retired ({', '.join(report.retired[:20])})"
     create_markdown_artifact(

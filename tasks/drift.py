@@ -1,4 +1,5 @@
-"""Drift tasks: score production models on recent actuals; announce the drifted ones."""
+"""Drift tasks: score production models (and their shadow challengers) on recent actuals;
+announce the drifted ones."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from factory.core.drift import DriftOutcome, DriftSpec, assess_fleet
 from factory.core.fingerprints import combined_fingerprint
 from factory.core.fleet import load_fleet
 from factory.core.landing import product_fingerprints
+from factory.serving.batch import shadow_versions
 from factory.settings import Settings
 
 
@@ -21,13 +23,16 @@ from factory.settings import Settings
 def check_drift(
     settings: Settings, spec: DriftSpec, products: list[str] | None
 ) -> list[DriftOutcome]:
-    """Every production model's drift from the history and the forecasts it made."""
-    models = Registry(settings).production_models(products)
+    """Every production model's drift from the history and the forecasts it made; for a
+    product with a shadow challenger, both versions' realized errors on the same actuals."""
+    registry = Registry(settings)
+    models = registry.production_models(products)
+    shadows = shadow_versions(registry, list(models)) if models else {}
     history = read_panel(settings.resolved_data_url)
     history = history.loc[history["unique_id"].isin(list(models)), ["unique_id", "ds", "y"]]
     history = parsed_rows(history)
     forecasts = read_forecast_history(settings.resolved_forecasts_url)
-    return assess_fleet(models, history, forecasts, spec)
+    return assess_fleet(models, history, forecasts, spec, shadows)
 
 
 @task(cache_policy=NO_CACHE)

@@ -17,6 +17,8 @@ from factory.adapters.prefect_env import retry_unless_user_error
 from factory.adapters.registry import lifecycle
 from factory.adapters.registry.doctor import snapshot
 from factory.adapters.registry.registry import Registry
+from factory.adapters.state import shadow_evidence
+from factory.core.canary import CanaryError, check_share
 from factory.core.contract import fleet_series, validate_panel
 from factory.core.fleet import load_fleet
 from factory.core.promotion import (
@@ -29,6 +31,7 @@ from factory.core.promotion import (
     rescore,
     retirements,
     weigh,
+    with_shadow_evidence,
 )
 from factory.settings import Settings
 from tasks.lifecycle import writer_lease
@@ -42,6 +45,7 @@ class PromotionPlan:
     radius: BlastRadius
     retire: list[Retirement] = field(default_factory=list)
     limits: str = ""  # fleet.yaml's promotion limits the plan was measured against
+    canary_share: float = 0.0  # > 0: products already in production start as a canary
 
 
 PLAN = TypeAdapter(PromotionPlan)
@@ -54,12 +58,20 @@ def new_batch_id() -> str:
 
 @task(cache_policy=NO_CACHE, task_run_name="plan-promotion")
 def plan_promotion(
-    fleet_path: str, settings: Settings, products: list[str] | None = None
+    fleet_path: str,
+    settings: Settings,
+    products: list[str] | None = None,
+    canary_share: float | None = None,
 ) -> PromotionPlan:
     """Staging winners newer than production, re-scored against production on the same
-    windows and weighed by recent sales; and the products to retire."""
+    windows, weighed by recent sales and shown with their shadow evidence (the realized errors
+    monitor-drift compared); and the products to retire. `canary_share`
+    overrides fleet.yaml's `promotion.canary_share`."""
     log = get_run_logger()
     spec = load_fleet(Path(fleet_path)).spec
+    share = spec.promotion.canary_share if canary_share is None else check_share(canary_share)
+    if share and spec.auto_promote:
+        raise CanaryError("a canary needs promotion mode approve or manual in fleet.yaml, not auto")
     registry = Registry(settings)
     models = snapshot(registry)
     panel = read_panel(settings.resolved_data_url)
@@ -71,6 +83,7 @@ def plan_promotion(
     if products:
         changes = [c for c in changes if c.product_id in set(products)]
     changes = weigh(changes, recent_volume(series, spec.promotion.volume_periods))
+    changes = with_shadow_evidence(changes, shadow_evidence(settings.state_dir))
     metric = spec.gate.metric
     scored: list[Change] = []
     for c in changes:
@@ -97,7 +110,7 @@ def plan_promotion(
     )
     rule = spec.promotion
     limits = f"auto_max_share {rule.auto_max_share:.1%}, max_regression {rule.max_regression:.1%}"
-    return PromotionPlan(new_batch_id(), radius, retire, limits)
+    return PromotionPlan(new_batch_id(), radius, retire, limits, share)
 
 
 @task(
@@ -108,8 +121,16 @@ def plan_promotion(
     task_run_name="promote-{batch}",
 )
 def promote_batch(
-    settings: Settings, changes: list[Change], batch: str, actor: str, reason: str
+    settings: Settings,
+    changes: list[Change],
+    batch: str,
+    actor: str,
+    reason: str,
+    canary_share: float = 0.0,
 ) -> list[lifecycle.Move]:
-    """Copy these staging winners into production under one batch id."""
+    """Copy these staging winners into production under one batch id (with a canary share,
+    those replacing a champion start as its canary)."""
     with writer_lease(settings, f"promote {batch}"):
-        return lifecycle.promote(Registry(settings), changes, batch, actor, reason)
+        return lifecycle.promote(
+            Registry(settings), changes, batch, actor, reason, canary_share=canary_share
+        )

@@ -14,6 +14,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from factory.adapters.forecasts import ForecastReport
 from factory.core.drift import DriftOutcome
 from factory.core.landing import LandingReport
 from factory.core.outcomes import FleetSummary, ProductRecord
@@ -97,7 +98,8 @@ def summary_markdown(s: FleetSummary) -> str:
 
 
 def publish_drift(outcomes: list[DriftOutcome]) -> None:
-    """A table artifact with every product's drift status."""
+    """A table artifact with every product's drift status and, for a product with a shadow
+    challenger, its realized WAPE beside production's over the same periods."""
     rows = [
         {
             "product": o.product_id,
@@ -105,11 +107,19 @@ def publish_drift(outcomes: list[DriftOutcome]) -> None:
             "status": o.status,
             "breaches": o.breaches,
             "psi": None if o.psi is None else round(o.psi, 4),
+            "shadow": "" if o.shadow is None else f"v{o.shadow.shadow_version}",
+            "shadow WAPE": _rounded(o.shadow.shadow_wape if o.shadow else None),
+            "production WAPE": _rounded(o.shadow.serving_wape if o.shadow else None),
+            "shadow periods": o.shadow.periods if o.shadow else None,
             "detail": o.detail,
         }
         for o in sorted(outcomes, key=lambda o: (o.status == "ok", o.product_id))
     ]
     create_table_artifact(rows, key="drift-status", description="Drift of production models")
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def publish_landing(report: LandingReport) -> None:
@@ -124,10 +134,15 @@ def publish_landing(report: LandingReport) -> None:
     create_markdown_artifact("\n".join(lines), key="landing-report")
 
 
-def publish_forecasts(url: str, rows: int, products: int, missing: dict[str, str]) -> None:
-    """A markdown artifact: where the forecasts went and which products had no model."""
-    create_markdown_artifact(
-        f"Forecasts for {products} products ({rows} rows) written to `{url}`."
-        + (f" No model for: {', '.join(sorted(missing))}." if missing else ""),
-        key="forecast-products",
+def publish_forecasts(report: ForecastReport) -> None:
+    """A markdown artifact: where the forecasts went, how many rows came from shadow
+    challengers, and which products had no usable model (and why)."""
+    text = (
+        f"Forecasts for {report.products} products ({report.rows} rows, {report.shadow_rows}"
+        f" from shadow challengers) written to `{report.url}`."
     )
+    if report.missing:
+        text += f" No model for: {', '.join(sorted(report.missing))}."
+    if report.shadow_missing:
+        text += f" Shadow challenger not forecast for: {', '.join(sorted(report.shadow_missing))}."
+    create_markdown_artifact(text, key="forecast-products")

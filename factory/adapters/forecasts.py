@@ -1,19 +1,14 @@
-"""Batch forecasts from registered models, with the model version on every row."""
+"""Batch forecast files: the served products, the parquet output and the forecast history."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import cast
-
 import fsspec
-import mlflow
 import pandas as pd
 from pydantic import BaseModel
 
 from factory.adapters.files import atomic_write
-from factory.adapters.registry.names import PRODUCTION, STAGING, NoModelError
+from factory.adapters.registry.names import PRODUCTION, STAGING
 from factory.adapters.registry.registry import Registry
-from factory.adapters.signing import ModelIntegrityError
 from factory.core.errors import UserError
 from factory.core.outcomes import name_ids
 
@@ -28,7 +23,7 @@ class ForecastError(UserError, RuntimeError):
 
 class ForecastReport(BaseModel):
     """Where the forecasts went (None: nothing written), which products failed and why, and
-    which asked-for products have no serving model."""
+    which asked-for products have no serving model. `products` counts served products."""
 
     url: str | None
     rows: int
@@ -36,6 +31,10 @@ class ForecastReport(BaseModel):
     missing: dict[str, str]
     history_url: str | None = None
     unknown: list[str] = []
+    shadow_rows: int = 0  # rows of shadow challengers (role "shadow"), included in `rows`
+    shadow_missing: dict[str, str] = {}  # products whose challenger was refused or failed
+    models: int = 0  # versions the Ray workers were given (serving and shadow)
+    worker_s: float = 0.0  # time they spent verifying, loading and forecasting them
 
 
 def served_product_ids(registry: Registry) -> list[str]:
@@ -58,51 +57,58 @@ def choose_products(served: list[str], asked: list[str] | None) -> tuple[list[st
     return [p for p in asked if p in serving], unknown
 
 
-def forecast_product(registry: Registry, product_id: str, horizon: int | None) -> pd.DataFrame:
-    """Load a product's serving model through pyfunc and forecast `horizon` periods."""
-    mv, _ = registry.serving_version(product_id)
-    name, version = mv.name, str(mv.version)
-    model = registry.load_model(mv)  # verified first, then loaded one at a time
-    asked = pd.DataFrame({"h": [horizon or 0]})  # 0: the family's horizon
-    out = cast(pd.DataFrame, model.predict(asked))
-    return out.assign(model_name=name, model_version=version)
-
-
-def forecast_products(
-    registry: Registry, product_ids: list[str], horizon: int | None = None, threads: int = 4
-) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Forecasts for many products; products without a model are returned with the reason."""
-    errors: dict[str, str] = {}
-
-    def one(pid: str) -> pd.DataFrame | None:
-        try:
-            return forecast_product(registry, pid, horizon)
-        except (NoModelError, ModelIntegrityError) as exc:
-            errors[pid] = str(exc)
-        except mlflow.exceptions.MlflowException as exc:
-            errors[pid] = f"{exc.error_code}: {str(exc.message)[:200]}"
-        return None
-
-    with ThreadPoolExecutor(threads) as pool:
-        frames = [f for f in pool.map(one, product_ids) if f is not None]
-    cols = ["unique_id", "ds", "yhat", "model_name", "model_version"]
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
-    return out[cols], errors
+def save_forecasts(
+    frame: pd.DataFrame,
+    missing: dict[str, str],
+    out_url: str,
+    forecasts_url: str,
+    shadow_missing: dict[str, str] | None = None,
+) -> ForecastReport:
+    """Write the rows to `<out_url>/forecasts.parquet` and append them to the forecast history;
+    with no rows, write nothing (an earlier file is not replaced by an empty one)."""
+    shadow_missing = shadow_missing or {}
+    if not len(frame):
+        return ForecastReport(
+            url=None, rows=0, products=0, missing=missing, shadow_missing=shadow_missing
+        )
+    target = f"{out_url.rstrip('/')}/forecasts.parquet"
+    atomic_write(target, lambda fh: frame.to_parquet(fh, index=False))  # never half a file
+    kept = append_forecast_history(frame, forecasts_url)
+    served = frame["role"] != "shadow" if "role" in frame else pd.Series(True, index=frame.index)
+    return ForecastReport(
+        url=target,
+        rows=len(frame),
+        products=frame.loc[served, "unique_id"].nunique(),
+        missing=missing,
+        history_url=kept,
+        shadow_rows=int((~served).sum()),
+        shadow_missing=shadow_missing,
+    )
 
 
 def append_forecast_history(
-    frame: pd.DataFrame, forecasts_url: str, made_at: pd.Timestamp | None = None
+    frame: pd.DataFrame,
+    forecasts_url: str,
+    made_at: pd.Timestamp | None = None,
+    writer: str | None = None,
 ) -> str:
     """Keep what each model version forecast, one file per day under <forecasts_url>/history.
 
-    A model forecasts from its own training cutoff, so repeated runs repeat rows: they are
-    de-duplicated by (unique_id, model_name, model_version, ds), keeping the latest.
+    Rows: unique_id, ds, yhat, model_name, model_version and role ("serving" for the version
+    that answers, "shadow" for a staging challenger, "canary"; "serving" when absent), plus
+    made_at. A model forecasts from its own training cutoff, so repeated runs repeat rows:
+    they are de-duplicated by (unique_id, model_name, model_version, ds), keeping the latest;
+    a serving and a shadow version never share a model name, so neither replaces the other.
     """
     made_at = made_at or pd.Timestamp.now(tz="UTC")
     fs, root = fsspec.core.url_to_fs(f"{forecasts_url.rstrip('/')}/history")
     fs.makedirs(root, exist_ok=True)
-    target = f"{root}/forecasts-{made_at:%Y-%m-%d}.parquet"
+    # a writer that appends concurrently with others (an endpoint replica) keeps its own file
+    suffix = f"-{writer}" if writer else ""
+    target = f"{root}/forecasts-{made_at:%Y-%m-%d}{suffix}.parquet"
     rows = frame.assign(made_at=made_at)
+    if "role" not in rows:
+        rows["role"] = "serving"
     if fs.exists(target):
         with fs.open(target, "rb") as fh:
             rows = pd.concat([pd.read_parquet(fh), rows], ignore_index=True)
@@ -112,14 +118,16 @@ def append_forecast_history(
 
 
 def read_forecast_history(forecasts_url: str) -> pd.DataFrame:
-    """Every forecast kept so far (latest per model version, product and date)."""
+    """Every forecast kept so far (latest per model version, product and date); rows kept
+    before roles were recorded count as "serving"."""
     fs, root = fsspec.core.url_to_fs(f"{forecasts_url.rstrip('/')}/history")
     files = sorted(fs.glob(f"{root}/forecasts-*.parquet")) if fs.exists(root) else []
     if not files:
-        return pd.DataFrame(columns=[*FORECAST_KEYS, "yhat", "made_at"])
+        return pd.DataFrame(columns=[*FORECAST_KEYS, "yhat", "role", "made_at"])
     frames = []
     for path in files:
         with fs.open(path, "rb") as fh:
             frames.append(pd.read_parquet(fh))
     rows = pd.concat(frames, ignore_index=True).sort_values("made_at", kind="stable")
+    rows["role"] = rows["role"].fillna("serving") if "role" in rows else "serving"
     return rows.drop_duplicates(FORECAST_KEYS, keep="last").reset_index(drop=True)

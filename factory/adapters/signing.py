@@ -53,10 +53,13 @@ class Signature:
     key_id: str
 
 
+def _raw(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
 def key_id(public: Ed25519PublicKey) -> str:
     """`ed25519:<first 16 hex of sha256 of the raw public key>`."""
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return f"ed25519:{hashlib.sha256(raw).hexdigest()[:16]}"
+    return f"ed25519:{hashlib.sha256(_raw(public)).hexdigest()[:16]}"
 
 
 def message(product_id: str, digest: str) -> bytes:
@@ -71,18 +74,12 @@ def _public_pem(public: Ed25519PublicKey) -> bytes:
     )
 
 
-class Signer:
-    """The factory's signing key and the public keys it trusts."""
+@dataclass(frozen=True)
+class Verifier:
+    """The trusted public keys (key id -> raw Ed25519 key): checks signatures and signs
+    nothing, so it is plain data a Ray worker may receive (the signing key stays behind)."""
 
-    def __init__(self, private: Ed25519PrivateKey, trusted: list[Ed25519PublicKey]) -> None:
-        self._private = private
-        self.key_id = key_id(private.public_key())
-        self.trusted = {key_id(k): k for k in [private.public_key(), *trusted]}
-
-    def sign(self, product_id: str, digest: str) -> Signature:
-        """Sign one product's model digest."""
-        raw = self._private.sign(message(product_id, digest))
-        return Signature(digest, base64.b64encode(raw).decode(), self.key_id)
+    keys: dict[str, bytes]
 
     def verify(self, folder: Path, product_id: str, tags: dict[str, str], label: str) -> str:
         """Check a downloaded model folder against its version tags; returns the key id.
@@ -93,11 +90,13 @@ class Signer:
         signed, signature, kid = (tags.get(t) for t in (DIGEST_TAG, SIGNATURE_TAG, SIGNING_KEY_TAG))
         if not signed or not signature or not kid:
             raise ModelIntegrityError(f"{label} is unsigned: it cannot be checked")
-        public = self.trusted.get(kid)
-        if public is None:
+        raw = self.keys.get(kid)
+        if raw is None:
             raise ModelIntegrityError(f"{label} is signed by unknown key {kid} (not trusted here)")
         try:
-            public.verify(base64.b64decode(signature, validate=True), message(product_id, signed))
+            Ed25519PublicKey.from_public_bytes(raw).verify(
+                base64.b64decode(signature, validate=True), message(product_id, signed)
+            )
         except (InvalidSignature, ValueError):
             raise ModelIntegrityError(
                 f"{label}: bad signature (its digest or product tag was changed)"
@@ -109,6 +108,25 @@ class Signer:
                 f"(digest {actual[:19]}... != signed {signed[:19]}...)"
             )
         return kid
+
+
+class Signer:
+    """The factory's signing key and the public keys it trusts."""
+
+    def __init__(self, private: Ed25519PrivateKey, trusted: list[Ed25519PublicKey]) -> None:
+        self._private = private
+        self.key_id = key_id(private.public_key())
+        self.trusted = {key_id(k): k for k in [private.public_key(), *trusted]}
+        self.verifier = Verifier({kid: _raw(k) for kid, k in self.trusted.items()})
+
+    def sign(self, product_id: str, digest: str) -> Signature:
+        """Sign one product's model digest."""
+        raw = self._private.sign(message(product_id, digest))
+        return Signature(digest, base64.b64encode(raw).decode(), self.key_id)
+
+    def verify(self, folder: Path, product_id: str, tags: dict[str, str], label: str) -> str:
+        """Check a downloaded model folder against its version tags (`Verifier.verify`)."""
+        return self.verifier.verify(folder, product_id, tags, label)
 
 
 def key_folder(settings: Settings) -> Path:

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from factory.adapters.files import atomic_write
-from factory.core.drift import DriftOutcome
+from factory.core.drift import DriftOutcome, ShadowEvidence
 from factory.core.outcomes import ProductRecord
 
 STATE_FILE = "products.parquet"
@@ -22,6 +22,10 @@ DRIFT_COLUMNS = [
     "drift_detail",
     "drift_model_version",
     "drift_checked_at",
+    "shadow_model_version",  # a staging challenger forecast in the shadow, and the realized
+    "shadow_wape",  # WAPE of it and of the production version (drift_model_version) over
+    "serving_wape",  # the same actuals, in `shadow_periods` complete periods
+    "shadow_periods",
 ]
 
 
@@ -93,11 +97,35 @@ def read_drift(state_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=DRIFT_COLUMNS)
 
 
+def _shadow(o: DriftOutcome) -> tuple[str | None, float | None, float | None, int]:
+    s = o.shadow
+    if s is None:
+        return None, None, None, 0
+    return s.shadow_version, s.shadow_wape, s.serving_wape, s.periods
+
+
+def shadow_evidence(state_dir: Path) -> dict[str, ShadowEvidence]:
+    """product -> the shadow evidence of its latest drift check, for products that had any."""
+    checks = read_drift(state_dir)
+    if "shadow_model_version" not in checks:
+        return {}
+    out = {}
+    for r in checks.loc[checks["shadow_model_version"].notna()].to_dict("records"):
+        out[str(r["product_id"])] = ShadowEvidence(
+            shadow_version=str(r["shadow_model_version"]),
+            serving_version=str(r["drift_model_version"]),
+            periods=int(r["shadow_periods"]),
+            shadow_wape=_none(r["shadow_wape"]),
+            serving_wape=_none(r["serving_wape"]),
+        )
+    return out
+
+
 def write_drift_state(state_dir: Path, outcomes: list[DriftOutcome]) -> pd.DataFrame:
     """Record drift checks by product (what `factory status` shows), upserted atomically."""
     now = pd.Timestamp.now(tz="UTC")
     rows = pd.DataFrame(
-        [(o.product_id, o.status, o.detail, o.model_version, now) for o in outcomes],
+        [(o.product_id, o.status, o.detail, o.model_version, now, *_shadow(o)) for o in outcomes],
         columns=DRIFT_COLUMNS,
     )
     old = read_drift(state_dir)

@@ -6,6 +6,10 @@ breaches when its WAPE exceeds (1 + threshold) x the version's backtest WAPE (th
 `factory.metric.wape` tag), and the model drifts after `consecutive` breaching periods in a row
 (the latest ones). Input drift: the population stability index of those recent actuals against
 the last `reference_window` observations the model was trained on.
+
+Shadow evidence: for a product with a staging challenger forecast in the shadow, the WAPE of
+the challenger and of the serving version over the same actuals (the dates both forecast), in
+complete periods: what promote-fleet shows beside its re-scored backtests.
 """
 
 from __future__ import annotations
@@ -59,6 +63,25 @@ class DriftReport(BaseModel):
     event_ids: list[str]
 
 
+class ShadowEvidence(BaseModel):
+    """A staging challenger's realized error beside the serving version's, on the same actuals."""
+
+    shadow_version: str
+    serving_version: str
+    periods: int = 0  # complete periods of `period` observations both forecast, with actuals
+    shadow_wape: float | None = None  # None: no complete period yet
+    serving_wape: float | None = None
+
+    def line(self) -> str:
+        """One line for logs and the drift detail."""
+        if not self.periods or self.shadow_wape is None or self.serving_wape is None:
+            return f"shadow v{self.shadow_version}: no complete period with actuals yet"
+        return (
+            f"shadow v{self.shadow_version} WAPE {self.shadow_wape:.3f} vs serving"
+            f" v{self.serving_version} {self.serving_wape:.3f} over {self.periods} period(s)"
+        )
+
+
 class DriftOutcome(BaseModel):
     """One product's drift check."""
 
@@ -71,6 +94,7 @@ class DriftOutcome(BaseModel):
     period_wapes: list[float] = []
     breaches: int = 0
     psi: float | None = None
+    shadow: ShadowEvidence | None = None
 
     @property
     def kinds(self) -> set[str]:
@@ -99,6 +123,28 @@ def trailing_breaches(wapes: list[float], reference: float, threshold: float) ->
             break
         count += 1
     return count
+
+
+def shadow_wapes(
+    actuals: pd.DataFrame, serving: pd.DataFrame, shadow: pd.DataFrame, period: int
+) -> tuple[int, float | None, float | None]:
+    """(complete periods, shadow WAPE, serving WAPE) over the dates with an actual and a
+    forecast from both versions (`ds, y` and two `ds, yhat` frames), oldest periods first."""
+    if actuals.empty or serving.empty or shadow.empty:
+        return 0, None, None
+    joined = (
+        actuals[["ds", "y"]]
+        .merge(serving[["ds", "yhat"]], on="ds")
+        .merge(shadow[["ds", "yhat"]].rename(columns={"yhat": "shadow"}), on="ds")
+        .drop_duplicates("ds")
+        .sort_values("ds")
+    )
+    periods = len(joined) // period
+    if not periods:
+        return 0, None, None
+    used = joined.iloc[: periods * period]
+    y = used["y"].to_numpy(float)
+    return periods, wape(y, used["shadow"].to_numpy(float)), wape(y, used["yhat"].to_numpy(float))
 
 
 def psi(reference: np.ndarray, recent: np.ndarray, bins: int = 10) -> float:
@@ -206,8 +252,11 @@ def assess_fleet(
     history: pd.DataFrame,
     forecasts: pd.DataFrame,
     spec: DriftSpec,
+    shadows: dict[str, tuple[str, str]] | None = None,
 ) -> list[DriftOutcome]:
-    """Drift of every production model from the history and the forecast history."""
+    """Drift of every production model from the history and the forecast history; with
+    `shadows` (product -> its challenger's model name and version), each challenger's realized
+    error beside the production version's on the same actuals."""
     actual = {pid: g for pid, g in history.groupby(history["unique_id"].astype(str), sort=False)}
     if forecasts.empty:
         forecasts = pd.DataFrame(columns=["unique_id", "ds", "yhat", "model_name", "model_version"])
@@ -218,5 +267,18 @@ def assess_fleet(
     for pid, model in models.items():
         mine = own.get((model.name, model.version), empty)
         rows = actual.get(pid, pd.DataFrame({"ds": [], "y": []}))
-        out.append(assess(model, rows[["ds", "y"]], mine, spec))
+        outcome = assess(model, rows[["ds", "y"]], mine, spec)
+        challenger = (shadows or {}).get(pid)
+        if challenger is not None:
+            theirs = own.get(challenger, empty)
+            periods, shadow, serving = shadow_wapes(rows, mine, theirs, spec.period)
+            outcome.shadow = ShadowEvidence(
+                shadow_version=challenger[1],
+                serving_version=model.version,
+                periods=periods,
+                shadow_wape=shadow,
+                serving_wape=serving,
+            )
+            outcome.detail += f"; {outcome.shadow.line()}"
+        out.append(outcome)
     return out

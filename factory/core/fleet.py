@@ -176,6 +176,17 @@ class PromotionSpec(_Spec):
     max_regression: float = Field(0.0, ge=0)  # worst relative metric rise vs production
     approve_new: bool = False  # first production models of new products need approval too
     volume_periods: PositiveInt = 28  # recent periods whose sales weigh a product's share
+    # > 0: a product already in production starts its new version as a canary on this share
+    canary_share: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _canary_needs_a_governed_path(self) -> PromotionSpec:
+        if self.canary_share and self.mode == "auto":
+            raise ValueError(
+                "canary_share needs mode approve or manual (auto copies every winner into"
+                " production at training time, with no canary)"
+            )
+        return self
 
 
 class RetirementSpec(_Spec):

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from factory.core.backtest import backtest, rolling_windows
+from factory.core.canary import CANARY_ALIAS
+from factory.core.drift import ShadowEvidence
 from factory.core.errors import UserError
 from factory.core.fitness import periods_between
 from factory.core.fleet import FamilySpec, FleetSpec, PromotionSpec
@@ -46,6 +48,7 @@ class Change:
     metric: str = ""
     new_score: float | None = None  # the staging winner, re-scored on today's windows
     old_score: float | None = None  # the production version, on the same windows
+    shadow: ShadowEvidence | None = None  # both versions' realized errors (monitor-drift)
 
     @property
     def is_new(self) -> bool:
@@ -92,6 +95,8 @@ def pending_changes(models: Iterable[ModelState], exclude: Iterable[str] = ()) -
             serving = production.by_version(production.aliases.get(PRODUCTION_ALIAS))
         if serving is not None and serving.train_key == candidate.train_key:
             continue
+        if _in_canary(production, candidate):  # `factory canary complete|abort` decides
+            continue
         blocked = production is not None and any(
             v.rolled_back and v.train_key == candidate.train_key for v in production.versions
         )
@@ -111,6 +116,14 @@ def pending_changes(models: Iterable[ModelState], exclude: Iterable[str] = ()) -
     return out
 
 
+def _in_canary(production: ModelState | None, candidate: VersionInfo) -> bool:
+    """Production runs this staging winner as its canary already."""
+    if production is None:
+        return False
+    canary = production.by_version(production.aliases.get(CANARY_ALIAS))
+    return canary is not None and canary.train_key == candidate.train_key
+
+
 def weigh(changes: list[Change], volume: dict[str, float]) -> list[Change]:
     """Each change with its recent sales and its share of the whole fleet's."""
     total = sum(v for v in volume.values() if v > 0)
@@ -122,6 +135,24 @@ def weigh(changes: list[Change], volume: dict[str, float]) -> list[Change]:
         )
         for c in changes
     ]
+
+
+def with_shadow_evidence(
+    changes: list[Change], evidence: dict[str, ShadowEvidence]
+) -> list[Change]:
+    """Each change with the shadow evidence monitor-drift recorded for its product, when that
+    compared exactly this staging winner with exactly the production version it would replace."""
+    out = []
+    for c in changes:
+        e = evidence.get(c.product_id)
+        fits = (
+            e is not None
+            and c.production is not None
+            and e.shadow_version == str(c.staging.version)
+            and e.serving_version == str(c.production.version)
+        )
+        out.append(replace(c, shadow=e) if fits else c)
+    return out
 
 
 def rescore(change: Change, series: Series | None, family: FamilySpec, metric: str) -> Change:
@@ -313,18 +344,24 @@ def describe(radius: BlastRadius, batch: str, limit: int = 50) -> str:
         lines += ["", "**Needs approval because:**", ""] + [f"- {r}" for r in radius.reasons]
     else:
         lines += ["", "**Within fleet.yaml's promotion limits:** no approval needed."]
+    shown = radius.changes[:limit]
+    shadowed = any(c.shadow is not None for c in shown)  # evidence columns only when any
     lines += [
         "",
         f"| product | family | production | staging | {radius.metric} now | "
-        f"{radius.metric} new | change | volume share | note |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"{radius.metric} new | change | volume share | "
+        + ("shadow WAPE | production WAPE | shadow periods | " if shadowed else "")
+        + "note |",
+        "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if shadowed else "") + "---|",
     ]
-    for c in radius.changes[:limit]:
+    for c in shown:
         lines.append(
             f"| `{_md(c.product_id)}` | {c.family} | "
             f"{'-' if c.production is None else f'v{c.production.version}'} | "
             f"v{c.staging.version} | {_num(c.old_score)} | {_num(c.new_score)} | "
-            f"{_pct(c.regression)} | {c.share:.2%} | {_note(c)} |"
+            f"{_pct(c.regression)} | {c.share:.2%} | "
+            + (_shadow_cells(c.shadow) if shadowed else "")
+            + f"{_note(c)} |"
         )
     if len(radius.changes) > limit:
         lines.append(f"\n... and {len(radius.changes) - limit} more (`factory promote --plan`).")
@@ -335,6 +372,13 @@ def describe(radius: BlastRadius, batch: str, limit: int = 50) -> str:
             " `reject` with a **reason**; **approver** is recorded in the audit trail.",
         ]
     return "\n".join(lines)
+
+
+def _shadow_cells(e: ShadowEvidence | None) -> str:
+    """The shadow challenger's and production's realized WAPE on the same actuals."""
+    if e is None:
+        return "- | - | - | "
+    return f"{_num(e.shadow_wape)} | {_num(e.serving_wape)} | {e.periods} | "
 
 
 def _rel(after: float, before: float) -> float | None:

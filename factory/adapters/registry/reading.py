@@ -8,14 +8,18 @@ from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
+import sqlalchemy
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities.model_registry.model_version_stages import STAGE_DELETED_INTERNAL
 from mlflow.exceptions import MlflowException
 from mlflow.store.entities.paged_list import PagedList
+from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlModelVersionTag
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
 from factory.adapters.registry.names import CURRENT_TAG, PRODUCT_TAG
 from factory.adapters.registry.sql_writer import model_tags
+from factory.adapters.registry.verified import SIGNATURE_TAGS, VersionFiles
 from factory.core.drift import ProductionModel
 
 FEW = 200  # up to this many products, a tracking server is asked model by model, not searched
@@ -105,6 +109,114 @@ def version_tags(
         if not token:
             break
     return out
+
+
+def version_files(
+    client: MlflowClient, name_prefix: str, wanted: dict[str, str]
+) -> dict[str, VersionFiles]:
+    """Registered model name -> where one version of it keeps its files, with its signature
+    tags (`wanted`: name -> version; names under the prefix).
+
+    Two queries on a database store; else a few paged searches over the prefix (a production
+    copy's files are its staging original's), or call by call for a few models."""
+    if not wanted:
+        return {}
+    store = sql_store(client)
+    if store is not None:
+        rows = _version_rows(store, name_prefix, wanted)
+    elif len(wanted) <= FEW:
+        calls = registry_calls(client)
+        rows = {}
+        for name, version in wanted.items():
+            try:
+                mv = calls.get_model_version(name, version)
+                uri = calls.get_model_version_download_uri(name, version)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                continue
+            rows[name] = (str(mv.source or ""), uri, dict(mv.tags or {}))
+    else:
+        rows = _searched_rows(client, name_prefix, wanted)
+    keys = (PRODUCT_TAG, *SIGNATURE_TAGS)
+    return {
+        name: VersionFiles(
+            tags.get(PRODUCT_TAG, name),
+            name,
+            wanted[name],
+            uri,
+            {k: v for k, v in tags.items() if k in keys},
+            source,
+        )
+        for name, (source, uri, tags) in rows.items()
+    }
+
+
+Row = tuple[str, str, dict[str, str]]  # source, download URI, tags
+
+
+def _version_rows(
+    store: SqlAlchemyStore, name_prefix: str, wanted: dict[str, str]
+) -> dict[str, Row]:
+    """The wanted versions' source, download URI (what the store's
+    `get_model_version_download_uri` answers: storage location, else source) and signature
+    tags, in one query each."""
+    ws = store._get_active_workspace()
+    few = list(wanted) if len(wanted) <= FEW else None
+    v, t = SqlModelVersion.__table__, SqlModelVersionTag.__table__
+
+    def where(table: Any) -> list[Any]:
+        out = [table.c.workspace == ws, table.c.name.startswith(name_prefix, autoescape=True)]
+        return out + ([table.c.name.in_(few)] if few is not None else [])
+
+    versions = sqlalchemy.select(v.c.name, v.c.version, v.c.source, v.c.storage_location).where(
+        *where(v), v.c.current_stage != STAGE_DELETED_INTERNAL
+    )
+    keys = (PRODUCT_TAG, *SIGNATURE_TAGS)
+    tags = sqlalchemy.select(t.c.name, t.c.version, t.c.key, t.c.value).where(
+        *where(t), t.c.key.in_(keys)
+    )
+    rows: dict[str, Row] = {}
+    with store.ManagedSessionMaker() as session:
+        for name, version, source, location in session.execute(versions):
+            if wanted.get(name) == str(version):
+                rows[name] = (source or "", location or source or "", {})
+        for name, version, key, value in session.execute(tags):
+            if name in rows and wanted[name] == str(version):
+                rows[name][2][key] = value
+    return rows
+
+
+def _searched_rows(
+    client: MlflowClient, name_prefix: str, wanted: dict[str, str]
+) -> dict[str, Row]:
+    """The wanted versions from paged searches over every version under the prefix; a copy's
+    download URI is its original's source (asked for one by one when not under the prefix)."""
+    found = pages(
+        lambda token: client.search_model_versions(
+            f"name LIKE '{name_prefix}%'", max_results=10_000, page_token=token
+        )
+    )
+    sources = {(mv.name, str(mv.version)): str(mv.source or "") for mv in found}
+    rows: dict[str, Row] = {}
+    for mv in found:
+        if wanted.get(mv.name) != str(mv.version):
+            continue
+        source = str(mv.source or "")
+        original = copied_from(source)
+        uri = source if original is None else sources.get(original, "")
+        if not uri or uri.startswith("models:/"):
+            uri = registry_calls(client).get_model_version_download_uri(mv.name, mv.version)
+        rows[mv.name] = (source, uri, dict(mv.tags or {}))
+    return rows
+
+
+def copied_from(source: str) -> tuple[str, str] | None:
+    """(name, version) a `models:/<name>/<version>` source names; None for any other source."""
+    if not source.startswith("models:/"):
+        return None
+    name, _, version = source.removeprefix("models:/").rpartition("/")
+    return (name, version) if name and version.isdigit() else None
 
 
 def model_lineage(client: MlflowClient, mv: ModelVersion, alias: str) -> dict[str, Any]:

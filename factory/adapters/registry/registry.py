@@ -23,11 +23,9 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
-from mlflow.utils.file_utils import local_file_uri_to_path
-from mlflow.utils.uri import is_local_uri
 
 from factory.adapters.lineage import RunLineage
-from factory.adapters.registry import reading, rest_writer, sql_writer
+from factory.adapters.registry import reading, rest_writer, sql_writer, verified
 from factory.adapters.registry.names import (
     CANDIDATE_ALIAS,
     CHAMPION_ALIAS,
@@ -49,7 +47,7 @@ from factory.adapters.registry.names import (
 from factory.adapters.registry.pyfunc import log_models, outcome_row, version_tags
 from factory.adapters.registry.schema import schema_mismatch
 from factory.adapters.registry.sql_writer import VersionPlan
-from factory.adapters.signing import ModelIntegrityError, Signer, signer
+from factory.adapters.signing import Signer, Verifier, signer
 from factory.core.drift import ProductionModel
 from factory.core.forecaster import ProductModel
 from factory.core.outcomes import Registered
@@ -318,29 +316,25 @@ class Registry:
 
         Raises ModelIntegrityError (naming product, version and model) when it is unsigned,
         signed by an untrusted key, or its files changed since signing."""
+        files = self.version_files(mv)
+        return verified.verified_folder(files, self.verifier, self.settings.tracking_uri)
+
+    def version_files(self, mv: ModelVersion) -> verified.VersionFiles:
+        """Where a version's files are and its tags: what `verified.verified_folder` checks
+        (one registry call for the download URI)."""
         tags = dict(mv.tags or {})
-        product = tags.get(PRODUCT_TAG, mv.name)
-        label = f"product {product!r} version {mv.version} ({mv.name})"
-        missing = ModelIntegrityError(f"{label}: model files missing from the artifact store")
         uri = reading.registry_calls(self.client).get_model_version_download_uri(
             mv.name, mv.version
         )
-        local = _local_folder(uri)  # a local store's folder is checked where it lies
-        if local is None:
-            try:
-                local = Path(
-                    mlflow.artifacts.download_artifacts(
-                        artifact_uri=uri, tracking_uri=self.settings.tracking_uri
-                    )
-                )
-            except MlflowException as exc:
-                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                    raise
-                raise missing from None
-        elif not local.is_dir():
-            raise missing
-        self.signer.verify(local, product, tags, label)
-        return local
+        product = tags.get(PRODUCT_TAG, mv.name)
+        return verified.VersionFiles(
+            product, mv.name, str(mv.version), uri, tags, str(mv.source or "")
+        )
+
+    @property
+    def verifier(self) -> Verifier:
+        """The trusted public keys alone (what a Ray worker gets to verify models with)."""
+        return self.signer.verifier
 
     def load_model(self, mv: ModelVersion) -> PyFuncModel:
         """A registered version as a pyfunc model, verified (concurrently) before it is loaded
@@ -357,8 +351,3 @@ class Registry:
     def lineage(self, product_id: str) -> dict[str, Any]:
         """The whole chain behind a product's current model: version, source run and tags."""
         return reading.model_lineage(self.client, *self.serving_version(product_id))
-
-
-def _local_folder(uri: str) -> Path | None:
-    """The folder a local artifact URI (`file:` or a path) names; None for a remote store."""
-    return Path(local_file_uri_to_path(uri)) if is_local_uri(uri, False) else None
