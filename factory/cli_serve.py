@@ -30,7 +30,7 @@ def serve(
     """Serve forecasts over HTTP until interrupted: POST /forecast, GET /healthz, docs at /docs.
 
     Each product is answered by its production champion (a running canary takes its share of
-    request keys), verified before use; a promotion is served within --ttl seconds."""
+    request keys), verified before use; a promotion is served within seconds."""
     from factory.local import free_port
     from factory.serving.app import start, stop
 

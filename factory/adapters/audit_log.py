@@ -112,6 +112,19 @@ class AuditLog:
             query = query.where(audit_table.c.batch == batch)
         return self._read(query)
 
+    def changed_since(self, seq: int | None) -> tuple[int, set[str]]:
+        """(the latest seq, the products named by records after `seq`): a change feed for
+        readers that cache what the registry says (None: only the latest seq)."""
+        self._ensure_tables()
+        with self._engine.connect() as conn:
+            latest = conn.execute(sa.select(sa.func.max(audit_table.c.seq))).scalar() or 0
+            if seq is None or latest <= seq:
+                return latest, set()
+            named = sa.select(products_table.c.product_id).where(
+                products_table.c.seq > seq, products_table.c.seq <= latest
+            )
+            return latest, {row.product_id for row in conn.execute(named)}
+
     def all_records(self) -> list[AuditRecord]:
         """Every stored record in seq order."""
         return self.records()

@@ -3,9 +3,11 @@
 One multiplexed deployment (`serve.multiplexed`, model id = product id) keeps an LRU of
 products per replica; each product's slot holds the verified models of the versions that
 answer for it now (champion or staging candidate, canary, shadow challenger). Which versions
-answer is read from the registry's aliases at most every `ttl_s` seconds, so a promotion is
-served within seconds. Forecasts of the serving and shadow versions are kept in the forecast
-history (one file per replica), where the drift monitor compares their realized errors.
+answer is read from the registry's aliases and kept until the audit log names the product
+(polled every second: a promotion, rollback, canary or retirement is served within seconds)
+or for `ttl_s` at most (changes made outside the factory's audited paths). Forecasts of the
+serving and shadow versions are kept in the forecast history (one file per replica), where the
+drift monitor compares their realized errors.
 """
 
 import asyncio
@@ -22,6 +24,7 @@ from fastapi import FastAPI, Header, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 
+from factory.adapters.audit_log import audit_log
 from factory.adapters.fanout import ensure_ray
 from factory.adapters.identity import ANALYST, settings_as
 from factory.adapters.registry.names import NoModelError
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 APP_NAME = "factory"
 DEPLOYMENT = "forecaster"
 MAX_HORIZON = 3660
+POLL_S = 1.0  # how often a replica reads the audit log's change feed
 FORECASTS_PER_SLOT = 8  # forecasts kept per loaded product (by version and horizon)
 # Secrets the endpoint never needs: it reads as the analyst and only verifies signatures.
 WITHHELD = (
@@ -143,7 +147,7 @@ class ForecastService:
     """The `/forecast` and `/healthz` routes of one replica."""
 
     def __init__(
-        self, env: dict[str, str], max_models: int = 256, ttl_s: float = 2.0, flush_s: float = 30.0
+        self, env: dict[str, str], max_models: int = 256, ttl_s: float = 60.0, flush_s: float = 30.0
     ) -> None:
         os.environ.update(env)
         settings = settings_as(ANALYST)
@@ -159,12 +163,28 @@ class ForecastService:
 
         self._lru_owner = new_slot
         self.slot = serve.multiplexed(max_num_models_per_replica=max_models)(new_slot)
-        self._flusher = asyncio.get_event_loop().create_task(self._flush_every(flush_s))
+        self.audit = audit_log(settings.resolved_audit_url)
+        loop = asyncio.get_event_loop()
+        self._tasks = [
+            loop.create_task(self._flush_every(flush_s)),
+            loop.create_task(self._follow_audit_log()),
+        ]
 
     async def _flush_every(self, seconds: float) -> None:
         while True:
             await asyncio.sleep(seconds)
             await asyncio.to_thread(self.history.flush)
+
+    async def _follow_audit_log(self) -> None:
+        """Forget what the registry said about each product a new audit record names."""
+        seq = None
+        while True:
+            try:
+                seq, changed = await asyncio.to_thread(self.audit.changed_since, seq)
+                self.resolver.invalidate(changed)
+            except Exception as exc:  # the TTL still bounds staleness
+                log.warning("cannot read the audit log: %s", exc)
+            await asyncio.sleep(POLL_S)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -196,7 +216,9 @@ class ForecastService:
         self, pid: str, horizon: int, exog: list[dict[str, Any]] | None, key: str | None
     ) -> ProductForecast:
         try:
-            served = await asyncio.to_thread(self.resolver.resolve, pid)
+            served = self.resolver.fresh(pid)
+            if served is None:
+                served = await asyncio.to_thread(self.resolver.resolve, pid)
         except NoModelError as exc:
             raise HTTPException(404, str(exc)) from None
         except RegistryUnavailable as exc:
@@ -269,7 +291,7 @@ def build(
     settings: Settings,
     replicas: int = 1,
     max_models: int = 256,
-    ttl_s: float = 2.0,
+    ttl_s: float = 60.0,
     flush_s: float = 30.0,
 ) -> serve.Application:
     """The Serve application for these settings."""
@@ -287,7 +309,7 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
         get_settings(),
         int(args.get("replicas", 1)),
         int(args.get("max_models", 256)),
-        float(args.get("ttl_s", 2.0)),
+        float(args.get("ttl_s", 60.0)),
     )
 
 
@@ -297,7 +319,7 @@ def start(
     port: int = 0,
     replicas: int = 1,
     max_models: int = 256,
-    ttl_s: float = 2.0,
+    ttl_s: float = 60.0,
     flush_s: float = 30.0,
     wait_s: float = 120.0,
 ) -> str:

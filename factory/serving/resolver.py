@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,17 +71,30 @@ class Served:
 
 
 class Resolver:
-    """Product -> Served, read from the registry at most once per `ttl_s` per product, so a
-    promotion, canary or rollback is served within `ttl_s` seconds. While the registry is
-    unreachable, products keep their last known versions. Thread-safe."""
+    """Product -> Served, read from the registry again after `ttl_s` or as soon as the
+    products are `invalidate`d (the audit log's change feed names every product a promotion,
+    rollback, canary or retirement touched). While the registry is unreachable, products keep
+    their last known versions. Thread-safe."""
 
-    def __init__(self, registry: Registry, ttl_s: float = 2.0) -> None:
+    def __init__(self, registry: Registry, ttl_s: float = 60.0) -> None:
         self.registry = registry
         self.ttl_s = ttl_s
         self._calls = reading.registry_calls(registry.client)
         self._cache: dict[str, tuple[float, Served]] = {}
         self._sources: dict[str, str | None] = {}  # production name/version -> its staging version
         self._lock = threading.Lock()
+
+    def fresh(self, product_id: str) -> Served | None:
+        """The cached answer while it is fresh (no registry read, no lock)."""
+        hit = self._cache.get(product_id)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def invalidate(self, products: Collection[str]) -> None:
+        """Read these products again on their next request (their versions changed)."""
+        with self._lock:
+            for pid in products:
+                if pid in self._cache:
+                    self._cache[pid] = (0.0, self._cache[pid][1])  # kept as last known
 
     def resolve(self, product_id: str) -> Served:
         """What serves `product_id` now. Raises NoModelError for unknown or retired ones."""
