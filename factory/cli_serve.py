@@ -21,8 +21,12 @@ def serve(
     ] = 256,
     ttl: Annotated[
         float,
-        typer.Option(min=0, help="Seconds a product's aliases are trusted before re-reading."),
-    ] = 2.0,
+        typer.Option(
+            min=0,
+            help="Longest a product's versions are trusted without re-reading the registry"
+            " (promotions through the factory are seen within about a second regardless).",
+        ),
+    ] = 60.0,
     for_: Annotated[
         float | None, typer.Option("--for", min=0, help="Stop after this many seconds.")
     ] = None,
