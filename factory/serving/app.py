@@ -19,8 +19,10 @@ import uuid
 from typing import Any
 
 import httpx
+import numpy as np
+import orjson
 import pandas as pd
-from fastapi import FastAPI, Header, HTTPException
+from fastapi import FastAPI, Header, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 
@@ -130,7 +132,7 @@ class ProductSlot:
     def __init__(self, product_id: str) -> None:
         self.product_id = product_id
         self.models: dict[str, ProductModel] = {}
-        self.cache: dict[tuple[str, int], pd.DataFrame] = {}
+        self.cache: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self.lock = asyncio.Lock()
 
     def keep(self, served: Served) -> None:
@@ -199,22 +201,24 @@ class ForecastService:
             status="ok", models_loaded=loaded, max_models=self.max_models, pid=os.getpid()
         )
 
-    @api.post("/forecast")
+    @api.post("/forecast", response_model=ForecastResponse)
     async def forecast(
         self, request: ForecastRequest, x_request_key: str | None = Header(None)
-    ) -> ForecastResponse:
+    ) -> Response:
         """Forecast each asked-for product with the version serving it now.
 
-        404 when a product is unknown or retired; 503 when its model fails verification."""
+        404 when a product is unknown or retired; 503 when its model fails verification or
+        the registry cannot be read; 422 for a malformed request."""
         key = request.request_key or x_request_key
         out = []
         for pid in request.products:
             out.append(await self._one(pid, request.horizon or 0, request.exogenous, key))
-        return ForecastResponse(forecasts=out)
+        return Response(orjson.dumps({"forecasts": out}), media_type="application/json")
 
     async def _one(
         self, pid: str, horizon: int, exog: list[dict[str, Any]] | None, key: str | None
-    ) -> ProductForecast:
+    ) -> dict[str, Any]:
+        """One product's answer (a ProductForecast as JSON-ready data)."""
         try:
             served = self.resolver.fresh(pid)
             if served is None:
@@ -225,49 +229,63 @@ class ForecastService:
             raise HTTPException(503, str(exc)) from None
         slot: ProductSlot = await self.slot(pid)
         ref, served_as = served.pick(key)
+        role = "canary" if served_as == "canary" else "serving"
         try:
             async with slot.lock:
                 slot.keep(served)
-                frame = await self._forecast(slot, ref, horizon, exog)
-                shadow = None
+                rows = await self._rows(slot, ref, role, horizon, exog)
                 if served.shadow is not None:
-                    shadow = await self._forecast(slot, served.shadow, horizon, exog)
+                    await self._rows(slot, served.shadow, "shadow", horizon, exog)
         except ModelIntegrityError as exc:
             raise HTTPException(503, f"model refused: {exc}") from None
         except (ValueError, KeyError) as exc:
             raise HTTPException(422, f"product {pid!r}: {exc}") from None
-        self.history.record(frame, ref, "canary" if served_as == "canary" else "serving")
-        if shadow is not None and served.shadow is not None:
-            self.history.record(shadow, served.shadow, "shadow")
-        rows = [
-            Row(ds=pd.Timestamp(d).isoformat(), yhat=float(y))
-            for d, y in zip(frame["ds"], frame["yhat"], strict=True)
-        ]
-        return ProductForecast(
-            product_id=pid,
-            model_name=ref.name,
-            model_version=ref.version,
-            served_as=served_as,
-            rows=rows,
-        )
+        return {
+            "product_id": pid,
+            "model_name": ref.name,
+            "model_version": ref.version,
+            "served_as": served_as,
+            "rows": rows,
+        }
 
-    async def _forecast(
-        self, slot: ProductSlot, ref: VersionRef, horizon: int, exog: list[dict[str, Any]] | None
-    ) -> pd.DataFrame:
-        """A version's forecast: loaded and verified on first use, cached when no future
-        inputs are given (a model always forecasts from its own training cutoff)."""
-        model = slot.models.get(ref.key)
-        if model is None:
-            model = await asyncio.to_thread(self._load, ref)
-            slot.models[ref.key] = model
-        if exog is not None:
-            return await asyncio.to_thread(model.predict, pd.DataFrame(exog))
-        cached = slot.cache.get((ref.key, horizon))
-        if cached is None:
+    async def _rows(
+        self,
+        slot: ProductSlot,
+        ref: VersionRef,
+        role: str,
+        horizon: int,
+        exog: list[dict[str, Any]] | None,
+    ) -> list[dict[str, Any]]:
+        """A version's forecast rows: loaded and verified on first use, computed once per
+        horizon when no future inputs are given (a model always forecasts from its own
+        training cutoff) and then answered from memory; each computed forecast is kept in the
+        forecast history."""
+        if exog is None and (ref.key, horizon) in slot.cache:
+            return slot.cache[(ref.key, horizon)]
+        loaded = slot.models.get(ref.key)
+        frame, slot.models[ref.key] = await asyncio.to_thread(
+            self._compute, loaded, ref, horizon, exog
+        )
+        self.history.record(frame, ref, role)
+        ds = np.datetime_as_string(frame["ds"].to_numpy("datetime64[s]"), unit="s")
+        rows = [{"ds": d, "yhat": float(y)} for d, y in zip(ds, frame["yhat"], strict=True)]
+        if exog is None:
             if len(slot.cache) >= FORECASTS_PER_SLOT:  # a few horizons per product, not any
                 slot.cache.pop(next(iter(slot.cache)))
-            cached = slot.cache[(ref.key, horizon)] = model.forecast(horizon)
-        return cached
+            slot.cache[(ref.key, horizon)] = rows
+        return rows
+
+    def _compute(
+        self,
+        model: ProductModel | None,
+        ref: VersionRef,
+        horizon: int,
+        exog: list[dict[str, Any]] | None,
+    ) -> tuple[pd.DataFrame, ProductModel]:
+        """Load (verified) when not loaded yet, then forecast: off the event loop."""
+        model = model or self._load(ref)
+        frame = model.forecast(horizon) if exog is None else model.predict(pd.DataFrame(exog))
+        return frame, model
 
     def _load(self, ref: VersionRef) -> ProductModel:
         return self.registry.product_model(self.resolver.model_version(ref))
@@ -327,9 +345,13 @@ def start(
     `/healthz` answers."""
     ensure_ray(settings)
     port = port or free_port()
-    serve.start(http_options={"host": host, "port": port}, logging_config={"log_level": "WARNING"})
+    quiet = {"log_level": "WARNING", "enable_access_log": False}  # no log line per request
+    serve.start(http_options={"host": host, "port": port}, logging_config=quiet)
     serve.run(
-        build(settings, replicas, max_models, ttl_s, flush_s), name=APP_NAME, route_prefix="/"
+        build(settings, replicas, max_models, ttl_s, flush_s),
+        name=APP_NAME,
+        route_prefix="/",
+        logging_config=quiet,
     )
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + wait_s

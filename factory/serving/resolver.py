@@ -81,7 +81,7 @@ class Resolver:
         self.ttl_s = ttl_s
         self._calls = reading.registry_calls(registry.client)
         self._cache: dict[str, tuple[float, Served]] = {}
-        self._sources: dict[str, str | None] = {}  # production name/version -> its staging version
+        self._versions: dict[str, ModelVersion] = {}
         self._lock = threading.Lock()
 
     def fresh(self, product_id: str) -> Served | None:
@@ -119,8 +119,12 @@ class Resolver:
         return served
 
     def model_version(self, ref: VersionRef) -> ModelVersion:
-        """The registry's record of a version (its tags carry the signature)."""
-        return self._calls.get_model_version(ref.name, ref.version)
+        """The registry's record of a version (its tags carry the signature), read once: a
+        version's files, source and signature never change."""
+        mv = self._versions.get(ref.key)
+        if mv is None:
+            mv = self._versions[ref.key] = self._calls.get_model_version(ref.name, ref.version)
+        return mv
 
     def _read(self, product_id: str) -> Served:
         prod_name = self.registry.name(PRODUCTION, product_id)
@@ -167,8 +171,5 @@ class Resolver:
 
     def _source(self, ref: VersionRef) -> str | None:
         """The staging version a production version was copied from (versions never change)."""
-        if ref.key not in self._sources:
-            source = str(self.model_version(ref).source or "")
-            staged = source.removeprefix("models:/") if source.startswith("models:/") else None
-            self._sources[ref.key] = None if staged is None else staged.rsplit("/", 1)[-1]
-        return self._sources[ref.key]
+        source = reading.copied_from(str(self.model_version(ref).source or ""))
+        return None if source is None else source[1]
