@@ -301,7 +301,7 @@ def replica_env(settings: Settings) -> dict[str, str]:
     }
     env["FACTORY_HOME"] = str(settings.resolved_home)
     env["FACTORY_FORECASTS_URL"] = settings.resolved_forecasts_url
-    env["MLFLOW_TRACKING_URI"] = settings.tracking_uri
+    env["MLFLOW_TRACKING_URI"] = env["MLFLOW_REGISTRY_URI"] = settings.tracking_uri
     return env
 
 

@@ -66,7 +66,8 @@ def ask(url: str, **body: object) -> httpx.Response:
 
 
 def champion(pid: str) -> str:
-    client = MlflowClient(get_settings().tracking_uri)
+    uri = get_settings().tracking_uri  # registry too: not whatever an earlier test left set
+    client = MlflowClient(uri, registry_uri=uri)
     return str(client.get_registered_model(f"factory.production.{pid}").aliases["champion"])
 
 
