@@ -29,7 +29,7 @@ from pydantic import SecretStr
 
 from factory.adapters.fanout import ensure_ray
 from factory.adapters.registry import reading
-from factory.adapters.registry.names import PRODUCTION, STAGING, NoModelError
+from factory.adapters.registry.names import PRODUCTION, STAGING
 from factory.adapters.registry.registry import Registry
 from factory.adapters.registry.verified import VersionFiles, verified_folder
 from factory.adapters.signing import ModelIntegrityError, Verifier
@@ -346,32 +346,3 @@ def forecast_products(
     verifier, access = registry.verifier, StoreAccess.of(registry.settings)
     running = [submit_shard(s, horizon or 0, verifier, access) for s in shards]
     return combine(plan, list(ray.get(running)))
-
-
-def forecast_product(registry: Registry, product_id: str, horizon: int = 0) -> pd.DataFrame:
-    """One product's rows (ROW_COLUMNS) from its serving version and, when it has one, its
-    shadow challenger, verified and forecast in this process (an online endpoint's call).
-
-    Raises NoModelError (unknown or retired) or ModelIntegrityError (serving model refused);
-    a refused or failing shadow is logged and left out."""
-    plan = resolve_models(registry, [product_id])
-    if product_id in plan.missing:
-        raise NoModelError(plan.missing[product_id])
-    frames = []
-    with tempfile.TemporaryDirectory(prefix="factory-forecast-") as scratch:
-        for ref in plan.refs:
-            try:
-                frames.append(
-                    forecast_version(
-                        ref,
-                        horizon,
-                        registry.verifier,
-                        registry.settings.tracking_uri,
-                        Path(scratch),
-                    )
-                )
-            except Exception as exc:
-                if ref.role == SERVING:
-                    raise
-                log.warning("shadow of %s not forecast: %s", product_id, failure(ref, exc))
-    return pd.concat(frames, ignore_index=True)

@@ -15,7 +15,6 @@ from mlflow import MlflowClient
 from factory.adapters.data import read_panel, write_panel
 from factory.adapters.forecasts import read_forecast_history
 from factory.adapters.lineage import RunLineage
-from factory.adapters.registry.names import NoModelError
 from factory.adapters.registry.registry import Registry
 from factory.adapters.registry.verified import local_folder
 from factory.adapters.state import read_drift
@@ -24,7 +23,7 @@ from factory.core.drift import DriftSpec
 from factory.core.fleet import load_fleet
 from factory.core.synthetic import PanelSpec, generate_panel, product_ids
 from factory.core.training import train_many
-from factory.serving.batch import ModelRef, ServingPlan, forecast_product
+from factory.serving.batch import ModelRef, ServingPlan
 from factory.settings import get_settings
 from tests.support.fleets import as_of, write_fleet
 from tests.support.homes import home_in
@@ -201,12 +200,6 @@ def test_a_newer_staging_candidate_is_forecast_in_the_shadow_and_its_errors_reac
     assert checked["shadow_wape"] == pytest.approx(expected_wape, rel=1e-6)
     assert checked["shadow_wape"] > 0.1  # trained on demand 1.5x: visibly worse here
     assert f"shadow v{version} WAPE" in checked["drift_detail"]
-
-    online = forecast_product(Registry(get_settings()), pid)  # what an endpoint would call
-    pairs = online.merge(mine, on=["unique_id", "ds", "model_name", "model_version", "role"])
-    assert len(pairs) == 56 and pairs["yhat_x"].tolist() == pytest.approx(pairs["yhat_y"].tolist())
-    with pytest.raises(NoModelError, match="no registered model"):
-        forecast_product(Registry(get_settings()), "NOPE")
 
     plan = promote_fleet(str(home["fleet"]), [pid], dry_run=True)
     assert "shadow WAPE | production WAPE | shadow periods" in plan.description
