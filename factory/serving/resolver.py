@@ -64,8 +64,10 @@ class Served:
     def pick(self, request_key: str | None) -> tuple[VersionRef, str]:
         """The version answering this request, and as what ("champion", "canary", ...); a
         request without a key lands on either side at random, in the canary's share."""
+        if self.canary is None:
+            return self.serving, self.served_as
         key = request_key if request_key is not None else uuid.uuid4().hex
-        if self.canary is not None and takes_canary(self.product_id, key, self.canary_share):
+        if takes_canary(self.product_id, key, self.canary_share):
             return self.canary, "canary"
         return self.serving, self.served_as
 
