@@ -155,6 +155,10 @@ class ForecastService:
         settings = settings_as(ANALYST)
         self.registry = Registry(settings)
         self.resolver = Resolver(self.registry, ttl_s)
+        try:
+            log.info("serving %d products", self.resolver.load())
+        except Exception as exc:  # each product is then read on its first request
+            log.warning("cannot read the registry yet: %s", exc)
         self.max_models = max_models
         self.history = HistoryRecorder(
             settings.resolved_forecasts_url, f"online-{uuid.uuid4().hex[:8]}"
@@ -178,15 +182,29 @@ class ForecastService:
             await asyncio.to_thread(self.history.flush)
 
     async def _follow_audit_log(self) -> None:
-        """Forget what the registry said about each product a new audit record names."""
+        """Read again what serves each product a new audit record names (within POLL_S of a
+        promotion, rollback, canary or retirement), and every product each half TTL (changes
+        made by hand outside the factory)."""
         seq = None
+        everything_at = time.monotonic() + self.resolver.ttl_s / 2
         while True:
             try:
                 seq, changed = await asyncio.to_thread(self.audit.changed_since, seq)
-                self.resolver.invalidate(changed)
+                if time.monotonic() >= everything_at:
+                    everything_at = time.monotonic() + self.resolver.ttl_s / 2
+                    await asyncio.to_thread(self.resolver.load)
+                elif changed:
+                    await self._reload(changed)
             except Exception as exc:  # the TTL still bounds staleness
                 log.warning("cannot read the audit log: %s", exc)
             await asyncio.sleep(POLL_S)
+
+    async def _reload(self, products: set[str]) -> None:
+        try:
+            await asyncio.to_thread(self.resolver.load, products)
+        except Exception as exc:  # read on their next request, or kept while the registry fails
+            log.warning("cannot read the registry: %s", exc)
+            self.resolver.invalidate(products)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -221,7 +239,7 @@ class ForecastService:
         """One product's answer (a ProductForecast as JSON-ready data)."""
         try:
             served = self.resolver.fresh(pid)
-            if served is None:
+            if served is None:  # not read yet, or longer ago than the TTL
                 served = await asyncio.to_thread(self.resolver.resolve, pid)
         except NoModelError as exc:
             raise HTTPException(404, str(exc)) from None
@@ -288,7 +306,7 @@ class ForecastService:
         return frame, model
 
     def _load(self, ref: VersionRef) -> ProductModel:
-        return self.registry.product_model(self.resolver.model_version(ref))
+        return self.registry.model_from(self.resolver.files(ref))
 
 
 def replica_env(settings: Settings) -> dict[str, str]:

@@ -1,5 +1,5 @@
 """Which versions answer for a product right now: champion (or staging candidate), canary and
-shadow challenger, read from the registry's aliases and tags and kept for a short TTL."""
+shadow challenger, read in bulk from the registry's aliases and tags and kept for a short TTL."""
 
 from __future__ import annotations
 
@@ -10,26 +10,23 @@ import time
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
-
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 
 from factory.adapters.registry import reading
 from factory.adapters.registry.names import (
     CANDIDATE_ALIAS,
     CHAMPION_ALIAS,
+    PRODUCT_TAG,
     PRODUCTION,
     RETIRED_TAG,
     STAGING,
     NoModelError,
 )
+from factory.adapters.registry.reading import ModelState
 from factory.adapters.registry.registry import Registry
+from factory.adapters.registry.verified import VersionFiles
 from factory.core.canary import CANARY_ALIAS, CANARY_TAG, CanarySpec, takes_canary
 
 log = logging.getLogger(__name__)
-
-MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 class RegistryUnavailable(RuntimeError):
@@ -73,23 +70,29 @@ class Served:
 
 
 class Resolver:
-    """Product -> Served, read from the registry again after `ttl_s` or as soon as the
-    products are `invalidate`d (the audit log's change feed names every product a promotion,
-    rollback, canary or retirement touched). While the registry is unreachable, products keep
-    their last known versions. Thread-safe."""
+    """Product -> Served, for every product at once (`load()`: a few bulk registry queries)
+    and again for the products a change names (`load(products)`: the audit log's change feed
+    names every product a promotion, rollback, canary or retirement touched). A product read
+    more than `ttl_s` ago, or never, is read on its own when asked for. While the registry is
+    unreachable, products keep their last known versions. Thread-safe."""
 
     def __init__(self, registry: Registry, ttl_s: float = 60.0) -> None:
         self.registry = registry
         self.ttl_s = ttl_s
-        self._calls = reading.registry_calls(registry.client)
-        self._cache: dict[str, tuple[float, Served]] = {}
-        self._versions: dict[str, ModelVersion] = {}
+        self._prefix = f"{registry.prefix}."
+        self._cache: dict[str, tuple[float, Served | str]] = {}  # str: why it is refused
+        self._files: dict[str, VersionFiles] = {}  # VersionRef.key -> files of a served version
         self._lock = threading.Lock()
 
     def fresh(self, product_id: str) -> Served | None:
-        """The cached answer while it is fresh (no registry read, no lock)."""
+        """The answer read less than `ttl_s` ago (no registry read, no lock); None when there
+        is none. Raises NoModelError for a product refused (unknown, retired) that recently."""
         hit = self._cache.get(product_id)
-        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        if isinstance(hit[1], str):
+            raise NoModelError(hit[1])
+        return hit[1]
 
     def invalidate(self, products: Collection[str]) -> None:
         """Read these products again on their next request (their versions changed)."""
@@ -100,78 +103,121 @@ class Resolver:
 
     def resolve(self, product_id: str) -> Served:
         """What serves `product_id` now. Raises NoModelError for unknown or retired ones."""
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(product_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        served = self.fresh(product_id)
+        if served is not None:
+            return served
+        last = self._cache.get(product_id)
         try:
-            served = self._read(product_id)
-        except NoModelError:
-            raise
+            self.load([product_id])
         except Exception as exc:  # the registry is unreachable: keep serving what was known
-            if hit is None:
+            if last is None or isinstance(last[1], str):
                 raise RegistryUnavailable(f"the registry did not answer: {exc}") from exc
             log.warning(
                 "serving %s's last known versions: the registry failed: %s", product_id, exc
             )
-            return hit[1]
+            return last[1]
+        answer = self._cache[product_id][1]
+        if isinstance(answer, str):
+            raise NoModelError(answer)
+        return answer
+
+    def load(self, products: Collection[str] | None = None) -> int:
+        """Read what serves these products (every registered product by default) in a few
+        bulk queries; returns how many products are served."""
+        names = None
+        if products is not None:
+            names = [self.registry.name(e, p) for p in products for e in (PRODUCTION, STAGING)]
+        states = reading.model_states(self.registry.client, self._prefix, KEYS, names)
+        found: dict[str, dict[str, tuple[str, ModelState]]] = {}
+        for name, state in states.items():
+            pid = state.tags.get(PRODUCT_TAG)
+            env = next((e for e in ENVIRONMENTS if pid and self.registry.name(e, pid) == name), "")
+            if pid and env:
+                found.setdefault(pid, {})[env] = (name, state)
+        files = self._version_files(found)
+        now = time.monotonic()
+        answers: dict[str, tuple[float, Served | str]] = {}
+        for pid in found if products is None else products:
+            try:
+                answers[pid] = (now + self.ttl_s, served(pid, found.get(pid, {}), files))
+            except NoModelError as exc:
+                answers[pid] = (now + self.ttl_s, str(exc))
         with self._lock:
-            self._cache[product_id] = (now + self.ttl_s, served)
-        return served
+            if products is None:
+                self._cache, self._files = answers, files
+            else:
+                self._cache.update(answers)
+                self._files.update(files)
+        return sum(not isinstance(a, str) for _, a in answers.values())
 
-    def model_version(self, ref: VersionRef) -> ModelVersion:
-        """The registry's record of a version (its tags carry the signature), read once: a
-        version's files, source and signature never change."""
-        mv = self._versions.get(ref.key)
-        if mv is None:
-            mv = self._versions[ref.key] = self._calls.get_model_version(ref.name, ref.version)
-        return mv
+    def files(self, ref: VersionRef) -> VersionFiles:
+        """Where a served version's files are and its signature tags."""
+        found = self._files.get(ref.key)
+        if found is None:
+            files = reading.version_files(
+                self.registry.client, self._prefix, {ref.name: ref.version}
+            )
+            if ref.name not in files:
+                raise NoModelError(f"{ref.name} version {ref.version} is not in the registry")
+            found = self._files[ref.key] = files[ref.name]
+        return found
 
-    def _read(self, product_id: str) -> Served:
-        prod_name = self.registry.name(PRODUCTION, product_id)
-        stag_name = self.registry.name(STAGING, product_id)
-        prod = self._model(prod_name)
-        if prod is not None and RETIRED_TAG in prod["tags"]:
-            why = json.loads(prod["tags"][RETIRED_TAG]).get("reason", "retired")
-            raise NoModelError(f"product {product_id!r} is retired ({why})")
-        stag = self._model(stag_name)
-        candidate = None if stag is None else stag["aliases"].get(CANDIDATE_ALIAS)
-        champion = None if prod is None else prod["aliases"].get(CHAMPION_ALIAS)
-        if champion is None:
-            if candidate is None:
-                raise NoModelError(f"product {product_id!r} has no registered model")
-            return Served(product_id, VersionRef(stag_name, candidate), CANDIDATE_ALIAS)
-        assert prod is not None
-        canary, share = None, 0.0
-        canary_version = prod["aliases"].get(CANARY_ALIAS)
-        if canary_version is not None and CANARY_TAG in prod["tags"]:
-            spec = CanarySpec.model_validate_json(prod["tags"][CANARY_TAG])
-            canary, share = VersionRef(prod_name, canary_version), spec.share
-        shadow = None
-        if candidate is not None and candidate not in (
-            self._source(VersionRef(prod_name, champion)),
-            None if canary is None else self._source(canary),
-        ):
-            shadow = VersionRef(stag_name, candidate)
-        return Served(
-            product_id, VersionRef(prod_name, champion), CHAMPION_ALIAS, canary, share, shadow
-        )
+    def _version_files(
+        self, found: dict[str, dict[str, tuple[str, ModelState]]]
+    ) -> dict[str, VersionFiles]:
+        """VersionRef.key -> files, for every version an alias points at (one name's versions
+        per bulk read: champions and candidates first, then canaries)."""
+        rounds: list[dict[str, str]] = [{}, {}]
+        for models in found.values():
+            for name, state in models.values():
+                for alias in (CHAMPION_ALIAS, CANDIDATE_ALIAS, CANARY_ALIAS):
+                    if alias in state.aliases:
+                        rounds[alias == CANARY_ALIAS][name] = state.aliases[alias]
+        out = {}
+        for wanted in rounds:
+            for name, files in reading.version_files(
+                self.registry.client, self._prefix, wanted
+            ).items():
+                out[f"{name}/{files.version}"] = files
+        return out
 
-    def _model(self, name: str) -> dict[str, Any] | None:
-        """A registered model's aliases and tags, None when it does not exist."""
-        try:
-            rm = self._calls.get_registered_model(name)
-        except MlflowException as exc:
-            if exc.error_code in MISSING:
-                return None
-            raise
-        return {
-            "aliases": {a: str(v) for a, v in (rm.aliases or {}).items()},
-            "tags": dict(rm.tags),
-        }
 
-    def _source(self, ref: VersionRef) -> str | None:
-        """The staging version a production version was copied from (versions never change)."""
-        source = reading.copied_from(str(self.model_version(ref).source or ""))
-        return None if source is None else source[1]
+KEYS = (PRODUCT_TAG, RETIRED_TAG, CANARY_TAG)
+ENVIRONMENTS = (PRODUCTION, STAGING)
+
+
+def served(
+    product_id: str, models: dict[str, tuple[str, ModelState]], files: dict[str, VersionFiles]
+) -> Served:
+    """What answers for a product, from its production and staging models' aliases and tags
+    (`models`: environment -> (name, state)) and the files of the versions they point at.
+    Raises NoModelError for an unknown or retired product."""
+    prod_name, prod = models.get(PRODUCTION, ("", None))
+    stag_name, stag = models.get(STAGING, ("", None))
+    if prod is not None and RETIRED_TAG in prod.tags:
+        why = json.loads(prod.tags[RETIRED_TAG]).get("reason", "retired")
+        raise NoModelError(f"product {product_id!r} is retired ({why})")
+    candidate = None if stag is None else stag.aliases.get(CANDIDATE_ALIAS)
+    champion = None if prod is None else prod.aliases.get(CHAMPION_ALIAS)
+    if champion is None:
+        if candidate is None:
+            raise NoModelError(f"product {product_id!r} has no registered model")
+        return Served(product_id, VersionRef(stag_name, candidate), CANDIDATE_ALIAS)
+    assert prod is not None
+    canary, share = None, 0.0
+    canary_version = prod.aliases.get(CANARY_ALIAS)
+    if canary_version is not None and CANARY_TAG in prod.tags:
+        spec = CanarySpec.model_validate_json(prod.tags[CANARY_TAG])
+        canary, share = VersionRef(prod_name, canary_version), spec.share
+    serving = VersionRef(prod_name, champion)
+
+    def source(ref: VersionRef | None) -> str | None:
+        """The staging version a production version was copied from."""
+        copied = None if ref is None or ref.key not in files else files[ref.key].source
+        found = reading.copied_from(copied or "")
+        return None if found is None else found[1]
+
+    shadow = None
+    if candidate is not None and candidate not in (source(serving), source(canary)):
+        shadow = VersionRef(stag_name, candidate)
+    return Served(product_id, serving, CHAMPION_ALIAS, canary, share, shadow)

@@ -11,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from factory.adapters.registry import reading
 from factory.adapters.registry.names import NoModelError
 from factory.adapters.registry.registry import Registry
 from factory.serving.resolver import RegistryUnavailable, Resolver, VersionRef
@@ -74,7 +75,43 @@ def test_a_failing_registry_keeps_the_last_known_versions(
     def down(*args: object, **kwargs: object) -> None:
         raise MlflowException("connection refused", error_code="TEMPORARILY_UNAVAILABLE")
 
-    monkeypatch.setattr(resolver._calls, "get_registered_model", down)
+    monkeypatch.setattr(reading, "model_states", down)
     assert resolver.resolve("a") == known
     with pytest.raises(RegistryUnavailable, match="connection refused"):
         resolver.resolve("b")  # never read: nothing to fall back on
+
+
+def test_one_bulk_read_serves_every_product_and_a_named_change_is_read_again(
+    client: MlflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for pid in ("a", "b", "c"):
+        staged = version(client, "staging", pid)
+        client.set_registered_model_alias(f"factory.staging.{pid}", "candidate", staged)
+    for pid in ("a", "b"):
+        prod = version(client, "production", pid, source=f"models:/factory.staging.{pid}/1")
+        client.set_registered_model_alias(f"factory.production.{pid}", "champion", prod)
+    client.set_registered_model_tag(
+        "factory.production.b", "factory.retired", json.dumps({"reason": "gone"})
+    )
+    resolver = Resolver(Registry(get_settings()), ttl_s=300)
+    assert resolver.load() == 2  # a (champion) and c (staging candidate); b is retired
+    reads = []
+    real = reading.model_states
+    monkeypatch.setattr(reading, "model_states", lambda *a, **k: reads.append(a) or real(*a, **k))
+    assert resolver.resolve("a") == resolver.fresh("a")
+    assert (resolver.resolve("a").serving.name, resolver.resolve("a").shadow) == (
+        "factory.production.a",
+        None,  # its production version is a copy of the candidate
+    )
+    assert resolver.resolve("c").serving == VersionRef("factory.staging.c", "1")
+    with pytest.raises(NoModelError, match="retired \\(gone\\)"):
+        resolver.resolve("b")
+    assert reads == []  # all answered from the bulk read
+    files = resolver.files(VersionRef("factory.production.a", "1"))
+    assert (files.version, files.source) == ("1", "models:/factory.staging.a/1")
+    newer = version(client, "staging", "a")
+    client.set_registered_model_alias("factory.staging.a", "candidate", newer)
+    assert resolver.resolve("a").shadow is None  # not named by a change yet: still cached
+    resolver.load({"a"})
+    assert resolver.resolve("a").shadow == VersionRef("factory.staging.a", "2")
+    assert len(reads) == 1

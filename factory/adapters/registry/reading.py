@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -14,7 +15,11 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.entities.model_registry.model_version_stages import STAGE_DELETED_INTERNAL
 from mlflow.exceptions import MlflowException
 from mlflow.store.entities.paged_list import PagedList
-from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlModelVersionTag
+from mlflow.store.model_registry.dbmodels.models import (
+    SqlModelVersion,
+    SqlModelVersionTag,
+    SqlRegisteredModelAlias,
+)
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
 from factory.adapters.registry.names import CURRENT_TAG, PRODUCT_TAG
@@ -55,12 +60,8 @@ def current_records(
 
 
 def _model_tags(client: MlflowClient, name: str) -> dict[str, str]:
-    try:
-        return dict(client.get_registered_model(name).tags or {})
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        return {}
+    rm = _registered_model(client, name)
+    return {} if rm is None else dict(rm.tags or {})
 
 
 def _search_tags(client: MlflowClient, name_prefix: str) -> list[dict[str, str]]:
@@ -279,6 +280,74 @@ def model_tags_by_name(
         for n, tags in found.items()
         if wanted is None or n in wanted
     }
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A registered model's aliases (alias -> version) and some of its tags."""
+
+    aliases: dict[str, str]
+    tags: dict[str, str]
+
+
+def model_states(
+    client: MlflowClient,
+    name_prefix: str,
+    keys: tuple[str, ...],
+    names: list[str] | None = None,
+) -> dict[str, ModelState]:
+    """Registered model name -> its aliases and these tags, for every model under the prefix
+    (or only the named ones) that has either: two queries on a database; else model by model
+    for a few, or paged searches (slow for many: ~1 ms per model on SQLite)."""
+    store = sql_store(client)
+    if store is not None:
+        few = names if names is not None and len(names) <= FEW else None
+        tags = model_tags(store, name_prefix, keys, few)
+        aliases = _aliases(store, name_prefix, few)
+    else:
+        if names is not None and len(names) <= FEW:
+            found = [rm for n in names if (rm := _registered_model(client, n)) is not None]
+        else:
+            found = pages(
+                lambda token: client.search_registered_models(
+                    filter_string=f"name LIKE '{name_prefix}%'", max_results=PAGE, page_token=token
+                )
+            )
+        tags = {rm.name: dict(rm.tags or {}) for rm in found}
+        aliases = {rm.name: {a: str(v) for a, v in (rm.aliases or {}).items()} for rm in found}
+    wanted = None if names is None else set(names)
+    return {
+        n: ModelState(aliases.get(n, {}), {k: v for k, v in tags.get(n, {}).items() if k in keys})
+        for n in {*tags, *aliases}
+        if wanted is None or n in wanted
+    }
+
+
+def _registered_model(client: MlflowClient, name: str) -> Any:
+    try:
+        return registry_calls(client).get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        return None
+
+
+def _aliases(
+    store: SqlAlchemyStore, name_prefix: str, names: list[str] | None
+) -> dict[str, dict[str, str]]:
+    """Registered model name -> alias -> version, in one query."""
+    a = SqlRegisteredModelAlias.__table__
+    query = sqlalchemy.select(a.c.name, a.c.alias, a.c.version).where(
+        a.c.workspace == store._get_active_workspace(),
+        a.c.name.startswith(name_prefix, autoescape=True),
+    )
+    if names is not None:
+        query = query.where(a.c.name.in_(names))
+    out: dict[str, dict[str, str]] = {}
+    with store.ManagedSessionMaker() as session:
+        for name, alias, version in session.execute(query):
+            out.setdefault(name, {})[alias] = str(version)
+    return out
 
 
 def versions_by_key(

@@ -346,7 +346,12 @@ class Registry:
     def product_model(self, mv: ModelVersion) -> ProductModel:
         """A registered version's forecaster, verified, then read from its payload directly
         (no pyfunc load: ~ms instead of a second; safe to do from many threads)."""
-        return ProductModel.from_folder(self.verified_folder(mv) / "artifacts" / "model")
+        return self.model_from(self.version_files(mv))
+
+    def model_from(self, files: verified.VersionFiles) -> ProductModel:
+        """The forecaster in these version files, verified first."""
+        folder = verified.verified_folder(files, self.verifier, self.settings.tracking_uri)
+        return ProductModel.from_folder(folder / "artifacts" / "model")
 
     def lineage(self, product_id: str) -> dict[str, Any]:
         """The whole chain behind a product's current model: version, source run and tags."""
