@@ -1,7 +1,7 @@
 """Online serving under load: Zipf-popular products, N concurrent clients, one Ray Serve app.
 
     .venv/bin/python bench/serve_load.py [--products 10000] [--clients 8] [--seconds 60]
-        [--replicas 1] [--max-models 1000] [--home DIR [--reuse]] [--out bench/results]
+        [--replicas 2] [--max-models 1000] [--home DIR [--reuse]] [--out bench/results]
 
 Registers the fleet honestly in a FACTORY_HOME (a temporary one unless --home): a seeded
 synthetic panel (daily, 3 years, none discontinued), `factory train` on a light fleet (the
@@ -20,7 +20,7 @@ lighter client on a machine the server shares; --client httpx):
   request for its product had completed before it was sent;
 - LRU bound: more distinct products than `--max-models`, never requested before, while the
   replicas' RSS and `models_loaded` are sampled: memory should level off once the LRU is full;
-- where the time went in the load phase: CPU of the replica(s), Serve's HTTP proxy and
+- where the time went in the load phase: CPU of the replica(s), the HTTP ingress (HAProxy) and
   controller and this client process (from /proc), and the latency inside the replica (Serve's
   access log, kept in <home>/bench-logs/serve-<time>/); --py-spy also samples the replica and
   proxy stacks into <home>/bench-logs/py-spy-*.txt.
@@ -297,21 +297,31 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-SERVE_ROLES = {"replica": "ServeReplica", "proxy": "ProxyActor", "controller": "ServeController"}
+# Serve's processes by role: the HTTP ingress is HAProxy (a child of its manager actor), with
+# Serve's own Python proxy behind it as a fallback.
+SERVE_ROLES = {
+    "replica": ("ServeReplica",),
+    "proxy": ("ProxyActor", "HAProxyManager"),
+    "controller": ("ServeController",),
+}
 
 
 def serve_processes(replica_pids: set[int]) -> dict[str, list[int]]:
-    """Serve's processes on the replicas' Ray node (their raylet's children), by role; other
-    Ray sessions on the machine are left out."""
+    """Serve's processes on the replicas' Ray node (their raylet's children, and HAProxy), by
+    role; other Ray sessions on the machine are left out."""
     procs = scan_processes()
     raylets = {procs[p].ppid for p in replica_pids if p in procs}
     roles: dict[str, list[int]] = {role: [] for role in SERVE_ROLES}
     for pid, stat in procs.items():
         if stat.ppid in raylets:
             line = cmdline(pid)
-            for role, marker in SERVE_ROLES.items():
-                if marker in line:
+            for role, markers in SERVE_ROLES.items():
+                if any(marker in line for marker in markers):
                     roles[role].append(pid)
+    managers = set(roles["proxy"])
+    roles["proxy"] += [
+        pid for pid, st in procs.items() if st.ppid in managers and "haproxy" in cmdline(pid)
+    ]
     return roles
 
 
@@ -363,8 +373,9 @@ class Shot:
     error: str | None = None
 
 
-Send = Callable[[str, str, bytes | None], Awaitable[tuple[int, bytes]]]
+Send = Callable[[str, str, bytes | None, dict[str, str]], Awaitable[tuple[int, bytes]]]
 JSON_HEADERS = {"content-type": "application/json"}
+MODEL_HEADER = "serve_multiplexed_model_id"
 BODY_ERRORS = (ValueError, KeyError, IndexError, TypeError)
 
 
@@ -381,8 +392,8 @@ class Endpoint:
         """POST /forecast for one product: (milliseconds, error kind or None)."""
         body = json.dumps({"product_id": product}).encode()
         t0 = time.perf_counter()
-        try:
-            status, content = await self.send("POST", "/forecast", body)
+        try:  # the header Serve routes multiplexed requests by: the replica holding the product
+            status, content = await self.send("POST", "/forecast", body, {MODEL_HEADER: product})
             ms = 1000 * (time.perf_counter() - t0)
             if status != 200:
                 return ms, self.error(f"http {status}", f"{product}: {content[:300]!r}")
@@ -403,7 +414,7 @@ class Endpoint:
         """/healthz asked a few times per replica (the proxy picks one each time), by pid."""
         out: dict[int, Health] = {}
         for _ in range(4 * replicas):
-            status, content = await self.send("GET", "/healthz", None)
+            status, content = await self.send("GET", "/healthz", None, {})
             if status != 200:
                 raise BenchError(f"GET /healthz answered {status}: {content[:300]!r}")
             body = json.loads(content)
@@ -424,9 +435,11 @@ async def connect(url: str, clients: int, library: str) -> AsyncIterator[Endpoin
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-            async def send_aiohttp(method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+            async def send_aiohttp(
+                method: str, path: str, body: bytes | None, headers: dict[str, str]
+            ) -> tuple[int, bytes]:
                 async with session.request(
-                    method, url + path, data=body, headers=JSON_HEADERS
+                    method, url + path, data=body, headers=JSON_HEADERS | headers
                 ) as resp:
                     return resp.status, await resp.read()
 
@@ -435,8 +448,12 @@ async def connect(url: str, clients: int, library: str) -> AsyncIterator[Endpoin
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=TIMEOUT_S) as client:
 
-        async def send_httpx(method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
-            resp = await client.request(method, url + path, content=body, headers=JSON_HEADERS)
+        async def send_httpx(
+            method: str, path: str, body: bytes | None, headers: dict[str, str]
+        ) -> tuple[int, bytes]:
+            resp = await client.request(
+                method, url + path, content=body, headers=JSON_HEADERS | headers
+            )
             return resp.status_code, resp.content
 
         yield Endpoint(send_httpx, (httpx.HTTPError,))
@@ -610,7 +627,7 @@ async def ceiling(
         while time.perf_counter() < deadline:
             sent = time.perf_counter()
             try:
-                status, _ = await ep.send(method, route, body)
+                status, _ = await ep.send(method, route, body, {})
             except ep.transport_errors:
                 status = 0
             if status == 200:
@@ -974,7 +991,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--clients", type=int, default=8, help="concurrent clients (default 8)")
     add("--seconds", type=float, default=60.0, help="length of the load phase (default 60)")
     add("--max-requests", type=int, default=200_000, help="cap on the load phase's requests")
-    add("--replicas", type=int, default=1, help="Serve replicas (default 1 on 2 cores)")
+    add("--replicas", type=int, default=2, help="Serve replicas (default 2: one per core here)")
     add("--max-models", type=int, default=1000, help="LRU size per replica (default 1000)")
     add("--zipf", type=float, default=1.1, help="Zipf exponent of product popularity")
     add("--cold-samples", type=int, default=30, help="cold products timed one at a time")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +27,15 @@ def local_ray() -> Iterator[None]:
     """Real local Ray with 2 CPUs and its own temp dir."""
     import ray
 
+    from factory.adapters.fanout import HAPROXY_FILES, local_serve_env
+
     temp = os.path.join(tempfile.gettempdir(), f"factory-ray-test-{os.getpid()}")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
+    with local_serve_env():  # as `ensure_ray` starts a local Ray
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
+    node = ray.get_runtime_context().get_node_id()
     yield
     ray.shutdown()
+    shutil.rmtree(HAPROXY_FILES / node, ignore_errors=True)
 
 
 @pytest.fixture

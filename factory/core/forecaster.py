@@ -122,6 +122,7 @@ class Fitted:
     def __init__(self, config: ModelConfig, estimator: Any) -> None:
         self.config = config
         self.estimator = estimator
+        self._linear = scaled_linear(estimator)
 
     def forecast(
         self, history: Series, ds: np.ndarray, exog: dict[str, np.ndarray] | None = None
@@ -150,6 +151,13 @@ class Fitted:
         return out
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
+        if self._linear is not None:  # what the pipeline computes, without its input checks
+            mean, scale, coef, intercept = self._linear
+            if mean is not None:
+                x = x - mean
+            if scale is not None:
+                x = x / scale
+            return x @ coef + intercept
         if self.config.kind == "lightgbm":
             return self.estimator.predict(x, num_threads=1)
         return self.estimator.predict(x)
@@ -164,6 +172,34 @@ class Fitted:
         import skops.io as sio
 
         return sio.dumps(self.estimator)
+
+
+def scaled_linear(estimator: Any) -> tuple[Any, Any, np.ndarray, Any] | None:
+    """(mean, scale, coef, intercept) of a fitted StandardScaler + linear model pipeline, else
+    None. A recursive forecast predicts one row per step, and sklearn's checks of each call's
+    input cost ~0.3 ms, ten times the arithmetic; the same arithmetic done directly (in the
+    same order, so the same numbers) makes forecasts several times cheaper."""
+    if not hasattr(estimator, "steps"):
+        return None
+    from sklearn.linear_model import ElasticNet, Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    steps = [step for _, step in estimator.steps]
+    if len(steps) != 2 or type(steps[0]) is not StandardScaler:
+        return None
+    scaler, model = steps
+    if type(model) not in (Ridge, ElasticNet) or np.ndim(model.coef_) != 1:
+        return None
+    return scaler.mean_, scaler.scale_, model.coef_, model.intercept_
+
+
+def preload() -> None:
+    """Import the model libraries now: a process's first model load otherwise pays ~0.7 s."""
+    import lightgbm  # noqa: F401
+    import sklearn.ensemble
+    import sklearn.linear_model
+    import sklearn.pipeline  # noqa: F401
+    import skops.io  # noqa: F401
 
 
 def seasonal_naive(y: np.ndarray, horizon: int, season: int) -> np.ndarray:
@@ -284,9 +320,13 @@ class ProductModel:
 
     def forecast(self, horizon: int = 0) -> pd.DataFrame:
         """The next `horizon` periods (0: the family's horizon): `unique_id, ds, yhat`."""
-        ds = future_dates(self.history.ds[-1], horizon or self.horizon, self.config.frequency)
-        yhat = self.model.forecast(self.history, ds, None)
+        ds, yhat = self.forecast_values(horizon)
         return pd.DataFrame({"unique_id": self.product_id, "ds": ds, "yhat": yhat})
+
+    def forecast_values(self, horizon: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """`forecast` as its two columns (`ds`, `yhat`), without building a frame."""
+        ds = future_dates(self.history.ds[-1], horizon or self.horizon, self.config.frequency)
+        return ds, self.model.forecast(self.history, ds, None)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Forecast what `frame` asks: `h` periods ahead, or the future `ds` rows (with the

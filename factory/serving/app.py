@@ -12,6 +12,7 @@ drift monitor compares their realized errors.
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -32,7 +33,7 @@ from factory.adapters.identity import ANALYST, settings_as
 from factory.adapters.registry.names import NoModelError
 from factory.adapters.registry.registry import Registry
 from factory.adapters.signing import ModelIntegrityError
-from factory.core.forecaster import ProductModel
+from factory.core.forecaster import ProductModel, preload
 from factory.local import free_port
 from factory.serving.history import HistoryRecorder
 from factory.serving.resolver import RegistryUnavailable, Resolver, Served, VersionRef
@@ -152,6 +153,7 @@ class ForecastService:
         self, env: dict[str, str], max_models: int = 256, ttl_s: float = 60.0, flush_s: float = 30.0
     ) -> None:
         os.environ.update(env)
+        preload()  # not on the first request's time
         settings = settings_as(ANALYST)
         self.registry = Registry(settings)
         self.resolver = Resolver(self.registry, ttl_s)
@@ -175,6 +177,12 @@ class ForecastService:
             loop.create_task(self._flush_every(flush_s)),
             loop.create_task(self._follow_audit_log()),
         ]
+        # What exists now (libraries, the registry's answers) lives long and holds no garbage
+        # cycles: kept out of the collector's full passes, which walk every tracked object
+        # while every request waits. Only now: later objects include short-lived cycles
+        # (pandas frames) that only the collector frees.
+        gc.collect()
+        gc.freeze()
 
     async def _flush_every(self, seconds: float) -> None:
         while True:
@@ -221,7 +229,15 @@ class ForecastService:
 
     @api.post("/forecast", response_model=ForecastResponse)
     async def forecast(
-        self, request: ForecastRequest, x_request_key: str | None = Header(None)
+        self,
+        request: ForecastRequest,
+        x_request_key: str | None = Header(None),
+        serve_multiplexed_model_id: str | None = Header(
+            None,
+            convert_underscores=False,
+            description="The product id again (one product per request): the request then goes"
+            " to the replica that holds the product; without it, replicas take turns.",
+        ),
     ) -> Response:
         """Forecast each asked-for product with the version serving it now.
 
@@ -281,12 +297,12 @@ class ForecastService:
         if exog is None and (ref.key, horizon) in slot.cache:
             return slot.cache[(ref.key, horizon)]
         loaded = slot.models.get(ref.key)
-        frame, slot.models[ref.key] = await asyncio.to_thread(
+        ds, yhat, slot.models[ref.key] = await asyncio.to_thread(
             self._compute, loaded, ref, horizon, exog
         )
-        self.history.record(frame, ref, role)
-        ds = np.datetime_as_string(frame["ds"].to_numpy("datetime64[s]"), unit="s")
-        rows = [{"ds": d, "yhat": float(y)} for d, y in zip(ds, frame["yhat"], strict=True)]
+        self.history.record(slot.product_id, ds, yhat, ref, role)
+        text = np.datetime_as_string(ds.astype("datetime64[s]"), unit="s")
+        rows = [{"ds": d, "yhat": y} for d, y in zip(text, yhat.tolist(), strict=True)]
         if exog is None:
             if len(slot.cache) >= FORECASTS_PER_SLOT:  # a few horizons per product, not any
                 slot.cache.pop(next(iter(slot.cache)))
@@ -299,11 +315,14 @@ class ForecastService:
         ref: VersionRef,
         horizon: int,
         exog: list[dict[str, Any]] | None,
-    ) -> tuple[pd.DataFrame, ProductModel]:
-        """Load (verified) when not loaded yet, then forecast: off the event loop."""
+    ) -> tuple[np.ndarray, np.ndarray, ProductModel]:
+        """Load (verified) when not loaded yet, then forecast (`ds`, `yhat`): off the event
+        loop."""
         model = model or self._load(ref)
-        frame = model.forecast(horizon) if exog is None else model.predict(pd.DataFrame(exog))
-        return frame, model
+        if exog is None:
+            return *model.forecast_values(horizon), model
+        frame = model.predict(pd.DataFrame(exog))
+        return frame["ds"].to_numpy("datetime64[ns]"), frame["yhat"].to_numpy(float), model
 
     def _load(self, ref: VersionRef) -> ProductModel:
         return self.registry.model_from(self.resolver.files(ref))

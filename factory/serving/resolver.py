@@ -165,16 +165,21 @@ class Resolver:
     def _version_files(
         self, found: dict[str, dict[str, tuple[str, ModelState]]]
     ) -> dict[str, VersionFiles]:
-        """VersionRef.key -> files, for every version an alias points at (one name's versions
-        per bulk read: champions and candidates first, then canaries)."""
+        """VersionRef.key -> files, for every version an alias points at: those not known yet
+        read in bulk (a version's files never change), one version per name per read."""
         rounds: list[dict[str, str]] = [{}, {}]
+        needed = []
         for models in found.values():
             for name, state in models.values():
                 for alias in (CHAMPION_ALIAS, CANDIDATE_ALIAS, CANARY_ALIAS):
-                    if alias in state.aliases:
-                        rounds[alias == CANARY_ALIAS][name] = state.aliases[alias]
-        out = {}
-        for wanted in rounds:
+                    version = state.aliases.get(alias)
+                    if version is None:
+                        continue
+                    needed.append(f"{name}/{version}")
+                    if needed[-1] not in self._files:
+                        rounds[alias == CANARY_ALIAS][name] = version
+        out = {key: self._files[key] for key in needed if key in self._files}
+        for wanted in filter(None, rounds):
             for name, files in reading.version_files(
                 self.registry.client, self._prefix, wanted
             ).items():

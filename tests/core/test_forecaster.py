@@ -144,6 +144,22 @@ def test_dumps_loads_round_trip_forecasts_identically(weekly, kind):
     np.testing.assert_array_equal(restored.forecast(weekly, ds), model.forecast(weekly, ds))
 
 
+@pytest.mark.parametrize("kind", ["ridge", "elastic_net"])
+def test_linear_forecast_is_the_pipelines_own_prediction(weekly, kind):
+    """The direct arithmetic a linear model forecasts with gives what the sklearn pipeline
+    predicts, step for step, to the last bit."""
+    cfg = ModelConfig(kind, {"alpha": 0.5}, FEATS, 7)
+    model = fit(cfg, weekly)
+    x = design_matrix(weekly, FEATS, 7)
+
+    np.testing.assert_array_equal(model._predict(x), model.estimator.predict(x))
+    model._linear = None  # the pipeline itself, one predict call per step
+    ds = future_dates(weekly.ds[-1], 14, "D")
+    slow = model.forecast(weekly, ds)
+    assert model.estimator.predict(x[:1]).shape == (1,)
+    np.testing.assert_array_equal(fit(cfg, weekly).forecast(weekly, ds), slow)
+
+
 def test_forecast_learns_the_weekly_pattern(weekly):
     # the weekly mean is 10 + 5 sin(2 pi t / 7); a fitted model should track it far better
     # than the flat mean of 10 would

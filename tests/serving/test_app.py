@@ -233,6 +233,7 @@ def test_factory_serve_runs_the_endpoint_until_interrupted(endpoint: tuple[str, 
             lines.append(line)
             if line.startswith("serving"):
                 break
+        assert lines and lines[-1].startswith("serving"), "".join(lines)
         url = lines[-1].split()[1].removesuffix("/forecast")
         got = ask(url, product_id=pid).json()["forecasts"][0]
         assert got["model_version"] == champion(pid)
