@@ -244,3 +244,38 @@ def test_factory_serve_runs_the_endpoint_until_interrupted(endpoint: tuple[str, 
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_model_header_keeps_each_product_on_one_replica(endpoint: tuple[str, Path]) -> None:
+    """With Serve's multiplexed-model header HAProxy sends a product to one replica, so it is
+    loaded once; without it replicas take turns (and each loads it). Runs last: it redeploys
+    the module's app with two fresh replicas."""
+    url, _ = endpoint
+    port = int(url.rsplit(":", 1)[1])
+    start(get_settings(), port=port, replicas=2, max_models=20, ttl_s=TTL, flush_s=0.5)
+
+    def loaded() -> dict[int, int]:
+        seen: dict[int, int] = {}
+        deadline = time.monotonic() + 60
+        while len(seen) < 2 and time.monotonic() < deadline:
+            health = httpx.get(f"{url}/healthz", timeout=30).json()
+            if health["max_models"] == 20:  # a replica of the new deployment
+                seen[health["pid"]] = health["models_loaded"]
+        assert len(seen) == 2, seen
+        return seen
+
+    assert sum(loaded().values()) == 0
+    with_header, without = products()[:3], products()[3]
+    for pid in with_header:
+        for _ in range(4):
+            got = httpx.post(
+                f"{url}/forecast",
+                json={"product_id": pid},
+                headers={"serve_multiplexed_model_id": pid},
+                timeout=60,
+            )
+            assert got.status_code == 200, got.text
+    assert sum(loaded().values()) == len(with_header)  # each on exactly one replica
+    for _ in range(4):
+        assert ask(url, product_id=without).status_code == 200
+    assert sum(loaded().values()) == len(with_header) + 2  # taken by both
