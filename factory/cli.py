@@ -295,7 +295,8 @@ def status(
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 40,
 ) -> None:
-    """Fleet health per product: version, metric, gate decision, quarantine reason, drift."""
+    """Fleet health per product: version, metric, gate decision, quarantine reason, drift and
+    shadow evidence."""
     from factory.adapters.state import read_drift, read_state
 
     if only and only not in STATUSES:
@@ -315,8 +316,12 @@ def status(
     if drift and show_drift:
         state = state[state["drift_status"].astype("string").str.startswith(drift).fillna(False)]
     counts = state["status"].value_counts().to_dict()
+    # the shadow column appears once a check compared a staging challenger with production
+    shadows = state.get("shadow_model_version")
+    show_shadow = shadows is not None and bool(shadows.notna().any())
     columns = ["product", "family", "status", "production", "staging", "kind", "score"]
-    columns += ["baseline", *(["drift"] if show_drift else []), "reason"]
+    columns += ["baseline", *(["drift"] if show_drift else [])]
+    columns += [*(["shadow WAPE vs production"] if show_shadow else []), "reason"]
     table = Table(*columns)
     for r in state.head(limit).itertuples():
         table.add_row(
@@ -329,6 +334,7 @@ def status(
             _cell(r.score, "{:.3f}"),
             _cell(r.baseline, "{:.3f}"),
             *([_drift_cell(r)] if show_drift else []),
+            *([_shadow_cell(r)] if show_shadow else []),
             _cell(r.reason),
         )
     console.print(table)
@@ -344,6 +350,15 @@ def _drift_cell(r: Any) -> str:
     if text and checked and checked != serving:
         text += f" (v{checked})"
     return text
+
+
+def _shadow_cell(r: Any) -> str:
+    """A shadow challenger's realized WAPE against production's, on the same actuals."""
+    version = _cell(r.shadow_model_version)
+    if not version:
+        return ""
+    shadow, serving = _cell(r.shadow_wape, "{:.3f}"), _cell(r.serving_wape, "{:.3f}")
+    return f"v{version}: {shadow} vs {serving} ({_cell(r.shadow_periods, '{:.0f}')} periods)"
 
 
 @app.command()

@@ -11,6 +11,7 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from typer.testing import CliRunner
 
 from factory.adapters.data import read_panel, write_panel
 from factory.adapters.forecasts import read_forecast_history
@@ -18,6 +19,7 @@ from factory.adapters.lineage import RunLineage
 from factory.adapters.registry.registry import Registry
 from factory.adapters.registry.verified import local_folder
 from factory.adapters.state import read_drift
+from factory.cli import app
 from factory.core.contract import fleet_series, validate_panel
 from factory.core.drift import DriftSpec
 from factory.core.fleet import load_fleet
@@ -200,6 +202,9 @@ def test_a_newer_staging_candidate_is_forecast_in_the_shadow_and_its_errors_reac
     assert checked["shadow_wape"] == pytest.approx(expected_wape, rel=1e-6)
     assert checked["shadow_wape"] > 0.1  # trained on demand 1.5x: visibly worse here
     assert f"shadow v{version} WAPE" in checked["drift_detail"]
+    shown = CliRunner().invoke(app, ["status", "-p", pid], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
+    assert f"v{version}: {expected_wape:.3f} vs 0.000 (3 periods)" in shown.stdout
 
     plan = promote_fleet(str(home["fleet"]), [pid], dry_run=True)
     assert "shadow WAPE | production WAPE | shadow periods" in plan.description
