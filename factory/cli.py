@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -17,7 +17,7 @@ from rich.table import Table
 from factory.adapters.data import list_data_files, read_panel, write_panel
 from factory.cli_audit import audit_app
 from factory.cli_canary import canary_app
-from factory.cli_common import FleetOpt, ProductsOpt, console
+from factory.cli_common import FleetOpt, ProductsOpt, UnknownChoice, cell, console, id_cell
 from factory.cli_common import prefect_database as _prefect_database
 from factory.cli_common import preflight as _preflight
 from factory.cli_common import split as _split
@@ -25,9 +25,9 @@ from factory.cli_errors import err, friendly, warn
 from factory.cli_lifecycle import lifecycle_app, manifest_app
 from factory.cli_serve import serve
 from factory.cli_stack import down, up
+from factory.cli_status import status
 from factory.cli_verify import verify
 from factory.core.contract import DataError
-from factory.core.errors import UserError
 from factory.core.fleet import load_fleet
 from factory.settings import get_settings
 
@@ -44,6 +44,7 @@ app.command("verify")(verify)
 app.command("up")(up)
 app.command("down")(down)
 app.command("serve")(serve)
+app.command("status")(status)
 
 
 # MLflow's client retries a failing request for minutes (7 retries, growing back-off, 120 s
@@ -90,33 +91,6 @@ class ExistingData(DataError):
     """Refusing to overwrite data that is already there."""
 
     hint = "pass --force to replace it, or --out to write elsewhere"
-
-
-class UnknownChoice(UserError, ValueError):
-    """An option value outside the ones the command knows."""
-
-    hint = "`factory <command> --help` lists the choices"
-
-
-class NoStatus(UserError, LookupError):
-    """`factory status` was asked about a product it has no record of."""
-
-    hint = "`factory validate` lists the products in the data; `factory train` records outcomes"
-
-
-STATUSES = ("registered", "kept", "rejected", "failed", "quarantined", "skipped", "retired")
-
-
-def _id_cell(pid: str) -> str:
-    """A product id as a cell: quoted when blank or padded, so it can be told apart."""
-    return escape(repr(pid)) if pid != pid.strip() or not pid else escape(pid)
-
-
-def _cell(value: Any, fmt: str = "{}") -> str:
-    """A table cell: blank for missing values (None or NaN)."""
-    import pandas as pd
-
-    return "" if value is None or pd.isna(value) else escape(fmt.format(value))
 
 
 @app.command("demo-data")
@@ -195,16 +169,16 @@ def validate(
         return
     settings_table = Table("setting", "value", "used as", title="settings")
     for c in checks:
-        settings_table.add_row(c.variable, _cell(c.value), _cell(c.target))
+        settings_table.add_row(c.variable, cell(c.value), cell(c.target))
     console.print(settings_table)
     table = Table("family", "products")
     for family, ids in report.assignment.items():
-        table.add_row(_cell(family), str(len(ids)))
+        table.add_row(cell(family), str(len(ids)))
     console.print(table)
     if report.quarantined:
         q = Table("product", "quarantined because", title=f"{len(report.quarantined)} quarantined")
         for pid, why in report.quarantined.items():
-            q.add_row(_id_cell(pid), _cell("; ".join(why)))
+            q.add_row(id_cell(pid), cell("; ".join(why)))
         console.print(q)
     console.print(
         f"{report.n_rows:,} rows, {report.n_products:,} products: {len(report.valid_ids):,} ready, "
@@ -285,84 +259,6 @@ def forecast(
 
 @app.command()
 @friendly
-def status(
-    product: Annotated[
-        str | None, typer.Option("--product", "-p", help="Only this product.")
-    ] = None,
-    only: Annotated[str | None, typer.Option("--status", help="Only this outcome.")] = None,
-    drift: Annotated[
-        str | None, typer.Option("--drift", help="Only this drift status (e.g. performance).")
-    ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 40,
-) -> None:
-    """Fleet health per product: version, metric, gate decision, quarantine reason, drift and
-    shadow evidence."""
-    from factory.adapters.state import read_drift, read_state
-
-    if only and only not in STATUSES:
-        raise UnknownChoice(f"--status {only!r}: unknown outcome; choose {', '.join(STATUSES)}")
-    settings = get_settings()
-    state = read_state(settings.state_dir)
-    checks = read_drift(settings.state_dir)
-    show_drift = not checks.empty  # the drift column appears once monitor-drift has run
-    if show_drift:
-        state = state.merge(checks, on="product_id", how="left")
-    if product:
-        state = state[state["product_id"] == product]
-        if state.empty:
-            raise NoStatus(f"no status for product {product!r}")
-    if only:
-        state = state[state["status"] == only]
-    if drift and show_drift:
-        state = state[state["drift_status"].astype("string").str.startswith(drift).fillna(False)]
-    counts = state["status"].value_counts().to_dict()
-    # the shadow column appears once a check compared a staging challenger with production
-    shadows = state.get("shadow_model_version")
-    show_shadow = shadows is not None and bool(shadows.notna().any())
-    columns = ["product", "family", "status", "production", "staging", "kind", "score"]
-    columns += ["baseline", *(["drift"] if show_drift else [])]
-    columns += [*(["shadow WAPE vs production"] if show_shadow else []), "reason"]
-    table = Table(*columns)
-    for r in state.head(limit).itertuples():
-        table.add_row(
-            _id_cell(str(r.product_id)),
-            *(_cell(getattr(r, c)) for c in ("family", "status")),
-            *(
-                _cell(getattr(r, c))
-                for c in ("production_version", "staging_version", "model_kind")
-            ),
-            _cell(r.score, "{:.3f}"),
-            _cell(r.baseline, "{:.3f}"),
-            *([_drift_cell(r)] if show_drift else []),
-            *([_shadow_cell(r)] if show_shadow else []),
-            _cell(r.reason),
-        )
-    console.print(table)
-    console.print(
-        f"{len(state):,} products: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    )
-
-
-def _drift_cell(r: Any) -> str:
-    """Drift status, naming the checked version when production has moved on since."""
-    text = _cell(r.drift_status)
-    checked, serving = _cell(r.drift_model_version), _cell(r.production_version)
-    if text and checked and checked != serving:
-        text += f" (v{checked})"
-    return text
-
-
-def _shadow_cell(r: Any) -> str:
-    """A shadow challenger's realized WAPE against production's, on the same actuals."""
-    version = _cell(r.shadow_model_version)
-    if not version:
-        return ""
-    shadow, serving = _cell(r.shadow_wape, "{:.3f}"), _cell(r.serving_wape, "{:.3f}")
-    return f"v{version}: {shadow} vs {serving} ({_cell(r.shadow_periods, '{:.0f}')} periods)"
-
-
-@app.command()
-@friendly
 def watch(
     ctx: typer.Context,
     fleet: FleetOpt = Path("fleet.yaml"),
@@ -399,9 +295,9 @@ def lineage(product: str) -> None:
         show_header=False, title=f"{product}: {info['model']}@{info['alias']} = v{info['version']}"
     )
     for key in ("model", "version", "source", "run_id"):
-        table.add_row(key, _cell(info[key]))
+        table.add_row(key, cell(info[key]))
     for key, value in sorted(info["tags"].items()):
-        table.add_row(key, _cell(value))
+        table.add_row(key, cell(value))
     console.print(table)
 
 

@@ -4,11 +4,13 @@ before Prefect starts."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from factory.core.errors import UserError
 from factory.settings import get_settings
 
 if TYPE_CHECKING:
@@ -40,3 +42,21 @@ def preflight(probe: bool = True) -> list[SettingCheck]:
     from factory.adapters.preflight import preflight as check
 
     return check(get_settings(), probe)
+
+
+class UnknownChoice(UserError, ValueError):
+    """An option value outside the ones the command knows."""
+
+    hint = "`factory <command> --help` lists the choices"
+
+
+def id_cell(pid: str) -> str:
+    """A product id as a cell: quoted when blank or padded, so it can be told apart."""
+    return escape(repr(pid)) if pid != pid.strip() or not pid else escape(pid)
+
+
+def cell(value: Any, fmt: str = "{}") -> str:
+    """A table cell: blank for missing values (None or NaN)."""
+    import pandas as pd
+
+    return "" if value is None or pd.isna(value) else escape(fmt.format(value))

@@ -343,13 +343,9 @@ class Registry:
         with _LOAD_LOCK:
             return mlflow.pyfunc.load_model(str(folder))
 
-    def product_model(self, mv: ModelVersion) -> ProductModel:
-        """A registered version's forecaster, verified, then read from its payload directly
-        (no pyfunc load: ~ms instead of a second; safe to do from many threads)."""
-        return self.model_from(self.version_files(mv))
-
     def model_from(self, files: verified.VersionFiles) -> ProductModel:
-        """The forecaster in these version files, verified first."""
+        """The forecaster in these version files: verified, then read from its payload directly
+        (no `mlflow.pyfunc` load: ~ms instead of a second; safe from many threads)."""
         folder = verified.verified_folder(files, self.verifier, self.settings.tracking_uri)
         return ProductModel.from_folder(folder / "artifacts" / "model")
 
