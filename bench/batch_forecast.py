@@ -197,7 +197,7 @@ def register(home: Path, n: int, shadow_share: float) -> tuple[float, int]:
         for start in range(0, len(batch), REGISTER_SHARD):
             shard = batch[start : start + REGISTER_SHARD]
             keys = {o.product_id: f"{key}-{o.product_id}" for o in shard}
-            registry.register_shard(f"{key}-{start}", shard, keys, lineage, promote, 2)
+            registry.register_shard(f"{key}-{start}", shard, keys, lineage, promote)
     return time.perf_counter() - t0, len(challengers)
 
 

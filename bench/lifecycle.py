@@ -104,7 +104,7 @@ def register_round(registry: Registry, outcomes: list[ProductOutcome], key: str)
     for start in range(0, len(outcomes), SHARD):
         shard = outcomes[start : start + SHARD]
         keys = {o.product_id: f"{key}-{o.product_id}" for o in shard}
-        registry.register_shard(f"{key}-{start // SHARD}", shard, keys, lineage, False, 2)
+        registry.register_shard(f"{key}-{start // SHARD}", shard, keys, lineage, False)
 
 
 def production(registry: Registry) -> dict[str, ModelState]:

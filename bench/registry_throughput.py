@@ -71,7 +71,6 @@ def register_all(settings: Settings, outcomes: list[ProductOutcome], threads: in
                     {o.product_id: f"k-{o.product_id}" for o in kv[1]},
                     lineage,
                     True,
-                    2,
                 ),
                 enumerate(shards),
             )

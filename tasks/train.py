@@ -47,7 +47,6 @@ def train_shard(
         {p: keys[p] for p in shard.product_ids},
         lineage,
         spec.auto_promote and not registry.settings.least_privilege,  # else promote-fleet
-        family.backtest.windows,
     )
     if done:
         record_action(

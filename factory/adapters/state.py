@@ -34,7 +34,10 @@ def read_state(state_dir: Path) -> pd.DataFrame:
     path = state_dir / STATE_FILE
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
-    return pd.read_parquet(path)
+    frame = pd.read_parquet(path)
+    for column in (c for c in COLUMNS if c not in frame.columns):
+        frame[column] = None  # a column added since this state was written
+    return frame
 
 
 def unchanged_products(state_dir: Path, keys: dict[str, str]) -> dict[str, ProductRecord]:

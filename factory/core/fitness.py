@@ -20,15 +20,16 @@ def exogenous_columns(fleet: FleetSpec) -> list[str]:
 
 
 def periods_between(start: Any, end: Any, freq: str) -> np.ndarray:
-    """Number of periods from start to end inclusive at a frequency (D, W or MS), elementwise."""
+    """Number of periods from start to end inclusive at a frequency (D, W, MS or QS),
+    elementwise."""
     s = np.asarray(start, dtype="datetime64[ns]")
     e = np.asarray(end, dtype="datetime64[ns]")
     if freq == "D":
         return (e - s) // np.timedelta64(1, "D") + 1
     if freq == "W":
         return (e - s) // np.timedelta64(7, "D") + 1
-    months = e.astype("datetime64[M]") - s.astype("datetime64[M]")
-    return months.astype(np.int64) + 1
+    months = (e.astype("datetime64[M]") - s.astype("datetime64[M]")).astype(np.int64)
+    return (months // 3 if freq == "QS" else months) + 1
 
 
 def sort_panel(panel: pd.DataFrame) -> pd.DataFrame:
@@ -74,9 +75,12 @@ def product_stats(panel: pd.DataFrame, fleet: FleetSpec) -> pd.DataFrame:
         "min_step": least(step),
         "odd_step": least(np.where(step % (7 * DAY_NS) != 0, step, NO_STEP)),
     }
-    if any(f.frequency == "MS" for f in fleet.families):
-        month_start = ds.view("datetime64[ns]").astype("datetime64[M]").astype("datetime64[ns]")
-        stats["off_month"] = least(np.where(month_start.view(np.int64) != ds, ds, NO_STEP))
+    if any(f.frequency in ("MS", "QS") for f in fleet.families):
+        months = ds.view("datetime64[ns]").astype("datetime64[M]")
+        month_start = months.astype("datetime64[ns]").view(np.int64)
+        stats["off_month"] = least(np.where(month_start != ds, ds, NO_STEP))
+        off_quarter = (month_start != ds) | (months.astype(np.int64) % 3 != 0)
+        stats["off_quarter"] = least(np.where(off_quarter, ds, NO_STEP))
     for c in exogenous:
         stats[f"null {c}"] = anywhere(panel[c].isna().to_numpy())
     return pd.DataFrame(stats, index=pd.Index(np.asarray(ids, dtype=object)[codes[starts]]))
@@ -109,7 +113,8 @@ def _frequency(s: pd.DataFrame, family: FamilySpec) -> dict[str, str]:
     """Products whose date spacing disagrees with the family's frequency.
 
     D: at least one 1-day step (when there are several dates); W: every step whole weeks; MS:
-    every date on the 1st of a month. Any time other than midnight is sub-daily, for all three.
+    every date on the 1st of a month; QS: on the 1st of January, April, July or October. Any
+    time other than midnight is sub-daily, for all of them.
     """
     out = {pid: "frequency: sub-daily timestamps" for pid in s.index[s["sub_daily"]]}
     s = s.loc[~s["sub_daily"]]
@@ -119,11 +124,14 @@ def _frequency(s: pd.DataFrame, family: FamilySpec) -> dict[str, str]:
     elif family.frequency == "W":
         bad = s.loc[s["odd_step"] != NO_STEP, "odd_step"]
     else:
-        off = s.loc[s["off_month"] != NO_STEP]
-        bad = off.loc[off["min_step"] < 28 * DAY_NS, "min_step"]
+        quarterly = family.frequency == "QS"
+        column, shortest = ("off_quarter", 89) if quarterly else ("off_month", 28)
+        what = "a quarter (January, April, July, October)" if quarterly else "a month"
+        off = s.loc[s[column] != NO_STEP]
+        bad = off.loc[off["min_step"] < shortest * DAY_NS, "min_step"]
         out |= {
-            pid: f"frequency: dates not on the 1st of a month (e.g. {_day(at)}), {expects}"
-            for pid, at in off.loc[off["min_step"] >= 28 * DAY_NS, "off_month"].items()
+            pid: f"frequency: dates not on the 1st of {what} (e.g. {_day(at)}), {expects}"
+            for pid, at in off.loc[off["min_step"] >= shortest * DAY_NS, column].items()
         }
     days = bad // DAY_NS
     return out | {
@@ -137,7 +145,11 @@ def _day(ns: int) -> str:
 
 
 def _too_short(s: pd.DataFrame, family: FamilySpec) -> dict[str, str]:
-    need = family.min_history
+    """Products below the family's explicit `validation.min_history` (shorter ones are normal
+    data, new products: training gives them the short-history path)."""
+    need = family.validation.min_history
+    if need is None:
+        return {}
     return {
         pid: f"too short: {n} periods, family {family.name!r} needs {need}"
         for pid, n in s.loc[s["n"] < need, "n"].items()

@@ -69,9 +69,102 @@ class LightGBMSpec(_Spec):
     objective: Literal["regression", "poisson", "tweedie", "l1"] = "regression"
 
 
-ModelSpec = Annotated[
-    RidgeSpec | ElasticNetSpec | RandomForestSpec | LightGBMSpec, Field(discriminator="kind")
+class AutoETSSpec(_Spec):
+    """Exponential smoothing (ETS), its form chosen by AICc: statsforecast's AutoETS."""
+
+    kind: Literal["auto_ets"]
+    # error, trend, season: A additive, M multiplicative, N none, Z chosen
+    model: str = Field("ZZZ", pattern=r"^[AMZ][ANMZ][ANMZ]$")
+    damped: bool | None = None  # None: tried both ways
+
+
+class ThetaSpec(_Spec):
+    """The Theta family: standard, optimized, dynamic, or the best of them (auto)."""
+
+    kind: Literal["theta"]
+    variant: Literal["auto", "standard", "optimized", "dynamic", "dynamic_optimized"] = "auto"
+    decomposition: Literal["multiplicative", "additive"] = "multiplicative"
+
+
+class AutoARIMASpec(_Spec):
+    """Seasonal ARIMA, orders chosen by a stepwise AICc search: statsforecast's AutoARIMA."""
+
+    kind: Literal["auto_arima"]
+    max_p: int = Field(5, ge=0, le=10)
+    max_q: int = Field(5, ge=0, le=10)
+    max_P: int = Field(2, ge=0, le=4)
+    max_Q: int = Field(2, ge=0, le=4)
+    stepwise: bool = True
+    approximation: bool = True  # approximate likelihood during the search (much faster)
+    nmodels: PositiveInt = 94
+
+
+class CrostonSpec(_Spec):
+    """Croston's method for intermittent demand (classic, SBA-debiased, or optimized)."""
+
+    kind: Literal["croston"]
+    variant: Literal["classic", "sba", "optimized"] = "sba"
+
+
+class ADIDASpec(_Spec):
+    """ADIDA: temporal aggregation to the mean interval between sales, then smoothing."""
+
+    kind: Literal["adida"]
+
+
+class IMAPASpec(_Spec):
+    """IMAPA: ADIDA over several aggregation levels, averaged."""
+
+    kind: Literal["imapa"]
+
+
+class TSBSpec(_Spec):
+    """Teunter-Syntetos-Babai: smooths demand size and the probability of a sale."""
+
+    kind: Literal["tsb"]
+    alpha_d: float = Field(0.1, gt=0, le=1)
+    alpha_p: float = Field(0.1, gt=0, le=1)
+
+
+class NaiveSpec(_Spec):
+    """The last value, repeated."""
+
+    kind: Literal["naive"]
+
+
+class MeanSpec(_Spec):
+    """The mean of the history, repeated."""
+
+    kind: Literal["mean"]
+
+
+class EnsembleSpec(_Spec):
+    """The best `top_k` of the family's other candidates by backtest score, combined step by
+    step; backtested on the same windows like any candidate."""
+
+    kind: Literal["ensemble"]
+    top_k: int = Field(3, ge=2)
+    combine: Literal["mean", "median"] = "median"
+
+
+BaseModelSpec = Annotated[
+    RidgeSpec
+    | ElasticNetSpec
+    | RandomForestSpec
+    | LightGBMSpec
+    | AutoETSSpec
+    | ThetaSpec
+    | AutoARIMASpec
+    | CrostonSpec
+    | ADIDASpec
+    | IMAPASpec
+    | TSBSpec
+    | NaiveSpec
+    | MeanSpec,
+    Field(discriminator="kind"),
 ]
+ModelSpec = Annotated[BaseModelSpec | EnsembleSpec, Field(discriminator="kind")]
+FEATURE_KINDS = ("ridge", "elastic_net", "random_forest", "lightgbm")
 CalendarFeature = Literal["dayofweek", "dayofmonth", "dayofyear", "weekofyear", "month"]
 
 
@@ -90,10 +183,35 @@ class FeatureSpec(_Spec):
 
 
 class BacktestSpec(_Spec):
-    """Rolling-origin backtest: `windows` forecasts of the horizon, `step` periods apart."""
+    """Rolling-origin backtest: `windows` forecasts of the horizon, `step` periods apart.
+
+    A product too short for them gets fewer windows (down to `min_windows`), then shorter ones,
+    always leaving `min_train` periods (default: one season) before the first origin; a product
+    shorter still gets no backtest and the short-history `minimal` forecast."""
 
     windows: int = Field(3, ge=2)
+    min_windows: PositiveInt = 1
+    min_train: PositiveInt | None = None
     step: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> BacktestSpec:
+        if self.min_windows > self.windows:
+            raise ValueError(f"min_windows ({self.min_windows}) exceeds windows ({self.windows})")
+        return self
+
+
+def _short_models() -> tuple[BaseModelSpec, ...]:
+    return (ThetaSpec(kind="theta"), NaiveSpec(kind="naive"), MeanSpec(kind="mean"))
+
+
+class ShortHistorySpec(_Spec):
+    """Candidates added for products too short for the family's full backtest (the family's
+    own candidates still run where their history allows), and the forecast of a product too
+    short to backtest at all."""
+
+    models: tuple[BaseModelSpec, ...] = Field(default_factory=_short_models)
+    minimal: Literal["mean", "naive"] = "mean"
 
 
 class ValidationSpec(_Spec):
@@ -129,14 +247,24 @@ class FamilySpec(_Spec):
     """A pipeline for one category of use case and the products it covers."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    frequency: Literal["D", "W", "MS"] = "D"
+    frequency: Literal["D", "W", "MS", "QS"] = "D"
     horizon: PositiveInt = 28
     season_length: PositiveInt = 7
     features: FeatureSpec = Field(default_factory=FeatureSpec)
     models: tuple[ModelSpec, ...] = Field(min_length=1)
     backtest: BacktestSpec = Field(default_factory=BacktestSpec)
+    short_history: ShortHistorySpec = Field(default_factory=ShortHistorySpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     products: ProductSelector
+
+    @model_validator(mode="after")
+    def _one_ensemble(self) -> FamilySpec:
+        kinds = [m.kind for m in self.models]
+        if kinds.count("ensemble") > 1:
+            raise ValueError("models: at most one ensemble per family")
+        if "ensemble" in kinds and len(kinds) < 3:
+            raise ValueError("models: an ensemble needs at least two other candidates")
+        return self
 
     @property
     def backtest_step(self) -> int:
@@ -144,8 +272,14 @@ class FamilySpec(_Spec):
         return self.backtest.step or self.horizon
 
     @property
+    def min_train(self) -> int:
+        """Periods a short product's backtest leaves before its first origin."""
+        return self.backtest.min_train or self.season_length
+
+    @property
     def min_history(self) -> int:
-        """Shortest history that can be backtested and fitted."""
+        """Shortest history for the family's full backtest (shorter products take the
+        short-history path; only `validation.min_history` quarantines them)."""
         needed = (
             self.horizon
             + self.backtest_step * (self.backtest.windows - 1)
@@ -161,6 +295,9 @@ class GateSpec(_Spec):
     metric: Literal["mase", "wape", "smape", "mae", "rmse"] = "mase"
     baseline_margin: float = Field(0.05, ge=0, lt=1)
     champion_margin: float = Field(0.0, ge=0, lt=1)
+    # a product without a champion whose best candidate misses the margin still gets a
+    # model: that candidate if it is not worse than seasonal naive, else seasonal naive itself
+    fallback: bool = True
 
 
 class PromotionSpec(_Spec):

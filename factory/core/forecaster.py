@@ -1,11 +1,13 @@
 """Features, candidate models and recursive forecasting for one product's series.
 
-This module is shipped inside every registered MLflow model, so it imports only numpy,
-pandas, lightgbm, scikit-learn and skops: never the rest of the factory.
+This module is shipped inside every registered MLflow model (with classical.py), so it imports
+only numpy, pandas, lightgbm, scikit-learn, skops and statsforecast: never the rest of the
+factory.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-FREQ_ALIASES = {"D": "D", "W": "7D", "MS": "MS"}
+try:
+    from factory.core import classical
+except ImportError:  # loaded from the model's own code/ folder
+    import classical  # type: ignore[no-redef]
+
+FREQ_ALIASES = {"D": "D", "W": "7D", "MS": "MS", "QS": "QS"}
+LEVELS = (80, 95)  # prediction intervals on every forecast row, in percent
+INTERVAL_COLUMNS = tuple(f"yhat_{side}_{level}" for level in LEVELS for side in ("lo", "hi"))
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,16 @@ class ModelConfig:
         raw = json.loads(text)
         feats = {k: tuple(v) for k, v in raw.pop("features").items()}
         return cls(features=FeatureConfig(**feats), **raw)
+
+    @property
+    def members(self) -> tuple[ModelConfig, ...]:
+        """An ensemble's member candidates (empty for any other kind)."""
+        return tuple(ModelConfig.from_json(k) for k in self.params.get("members", ()))
+
+    @property
+    def uses_features(self) -> bool:
+        """Regression on lags and calendar (needs `lookback` periods before each row)."""
+        return self.kind not in (*classical.CLASSICAL_KINDS, "seasonal_naive", "ensemble")
 
 
 @dataclass
@@ -131,6 +150,14 @@ class Fitted:
         h, cfg = len(ds), self.config
         if cfg.kind == "seasonal_naive":
             return seasonal_naive(history.y, h, cfg.season_length)
+        if cfg.kind in classical.CLASSICAL_KINDS:  # from the fitted state at the history's end
+            path = classical.forecast(self.estimator, h)
+            if not np.isfinite(path).all():
+                raise ValueError(f"{cfg.kind} forecast is not finite")
+            return np.maximum(path, 0.0)
+        if cfg.kind == "ensemble":
+            paths = np.vstack([m.forecast(history, ds, exog) for m in self.estimator])
+            return combine(paths, cfg.params["combine"])
         feats = cfg.features
         exog = exog or default_future_exog(history, h, feats.exogenous)
         static = np.hstack(
@@ -167,6 +194,11 @@ class Fitted:
         kind = self.config.kind
         if kind == "seasonal_naive":
             return b""
+        if kind in classical.CLASSICAL_KINDS:
+            return classical.dumps(self.estimator)
+        if kind == "ensemble":
+            parts = [base64.b64encode(m.dumps()).decode() for m in self.estimator]
+            return json.dumps({"members": parts}).encode()
         if kind == "lightgbm":
             return self.estimator.model_to_string().encode()
         import skops.io as sio
@@ -202,6 +234,11 @@ def preload() -> None:
     import skops.io  # noqa: F401
 
 
+def combine(paths: np.ndarray, how: str) -> np.ndarray:
+    """Members' forecasts (one row each) combined step by step."""
+    return np.median(paths, axis=0) if how == "median" else paths.mean(axis=0)
+
+
 def seasonal_naive(y: np.ndarray, horizon: int, season: int) -> np.ndarray:
     """Repeat the last full season."""
     season = min(season, len(y))
@@ -213,6 +250,12 @@ def fit(config: ModelConfig, series: Series, seed: int = 0) -> Fitted:
     """Fit a candidate on a history (deterministic: fixed seeds, one thread)."""
     if config.kind == "seasonal_naive":
         return Fitted(config, None)
+    if config.kind in classical.CLASSICAL_KINDS:
+        return Fitted(
+            config, classical.fit(config.kind, config.params, config.season_length, series.y)
+        )
+    if config.kind == "ensemble":
+        return Fitted(config, [fit(m, series, seed) for m in config.members])
     lookback = config.features.lookback
     x = design_matrix(series, config.features, lookback)
     y = series.y[lookback:]
@@ -271,6 +314,17 @@ def loads(config: ModelConfig, payload: bytes) -> Fitted:
     """Inverse of `Fitted.dumps`; refuses any skops type outside the factory's own list."""
     if config.kind == "seasonal_naive":
         return Fitted(config, None)
+    if config.kind in classical.CLASSICAL_KINDS:
+        kind, params, season = config.kind, config.params, config.season_length
+        return Fitted(config, classical.loads(kind, params, season, payload))
+    if config.kind == "ensemble":
+        parts = json.loads(payload)["members"]
+        members = config.members
+        if len(parts) != len(members):
+            raise ValueError(f"ensemble has {len(members)} members but {len(parts)} payloads")
+        return Fitted(
+            config, [loads(m, base64.b64decode(p)) for m, p in zip(members, parts, strict=True)]
+        )
     if config.kind == "lightgbm":
         import lightgbm as lgb
 
@@ -305,6 +359,7 @@ class ProductModel:
         self.horizon = int(manifest["horizon"])
         self.config = ModelConfig.from_json(manifest["config"])
         self.model = loads(self.config, payload)
+        self.intervals: dict[str, list[float]] = manifest.get("intervals") or {}
         tail = manifest["history_tail"]
         self.history = Series(
             np.array(tail["ds"], dtype="datetime64[ns]"),
@@ -319,9 +374,19 @@ class ProductModel:
         return cls(manifest, (root / "model.bin").read_bytes())
 
     def forecast(self, horizon: int = 0) -> pd.DataFrame:
-        """The next `horizon` periods (0: the family's horizon): `unique_id, ds, yhat`."""
+        """The next `horizon` periods (0: the family's horizon): `unique_id, ds, yhat` and the
+        prediction interval bounds (`yhat_lo_80`, `yhat_hi_80`, ...)."""
         ds, yhat = self.forecast_values(horizon)
-        return pd.DataFrame({"unique_id": self.product_id, "ds": ds, "yhat": yhat})
+        return self._frame(ds, yhat)
+
+    def bounds(self, yhat: np.ndarray) -> dict[str, np.ndarray]:
+        """Prediction interval bounds of a forecast path that starts after the history."""
+        return interval_bounds(yhat, self.intervals)
+
+    def _frame(self, ds: np.ndarray, yhat: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"unique_id": self.product_id, "ds": ds, "yhat": yhat, **self.bounds(yhat)}
+        )
 
     def forecast_values(self, horizon: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """`forecast` as its two columns (`ds`, `yhat`), without building a frame."""
@@ -340,9 +405,24 @@ class ProductModel:
         steps = len(pd.date_range(pd.Timestamp(last), wanted.max(), freq=freq)) - 1
         ds = future_dates(last, steps, self.config.frequency)
         exog = future_exog(frame, ds, self.config.features.exogenous)
-        yhat = self.model.forecast(self.history, ds, exog)
-        out = pd.DataFrame({"unique_id": self.product_id, "ds": ds, "yhat": yhat})
+        out = self._frame(ds, self.model.forecast(self.history, ds, exog))
         return out[out["ds"].isin(wanted)].reset_index(drop=True)
+
+
+def interval_bounds(yhat: np.ndarray, widths: dict[str, list[float]]) -> dict[str, np.ndarray]:
+    """`yhat_lo_<level>` and `yhat_hi_<level>` from per-step half-widths; a step past the
+    widths given grows like sqrt(h) from the last one. Lower bounds stop at 0 (demand)."""
+    out = {}
+    h = np.arange(1, len(yhat) + 1)
+    for level in sorted(widths, key=float):
+        w = np.asarray(widths[level], dtype="float64")
+        if not len(w):
+            continue
+        known = w[np.minimum(h, len(w)) - 1]
+        half = np.where(h <= len(w), known, w[-1] * np.sqrt(h / len(w)))
+        out[f"yhat_lo_{level}"] = np.maximum(yhat - half, 0.0)
+        out[f"yhat_hi_{level}"] = yhat + half
+    return out
 
 
 def future_exog(frame: pd.DataFrame, ds: np.ndarray, names: tuple[str, ...]) -> dict | None:

@@ -27,8 +27,8 @@ class GateDecision:
     verdict: Verdict
     reason: str
     metric: str
-    challenger: float
-    baseline: float
+    challenger: float | None  # None: not scored (a history too short to backtest)
+    baseline: float | None
     champion: float | None
     champion_version: str | None
     baseline_margin: float
@@ -40,8 +40,8 @@ class GateDecision:
             "verdict": self.verdict,
             "reason": self.reason,
             "metric": self.metric,
-            "challenger": round(self.challenger, 6),
-            "baseline": round(self.baseline, 6),
+            "challenger": None if self.challenger is None else round(self.challenger, 6),
+            "baseline": None if self.baseline is None else round(self.baseline, 6),
             "champion": None if self.champion is None else round(self.champion, 6),
             "champion_version": self.champion_version,
             "baseline_margin": self.baseline_margin,
@@ -98,4 +98,48 @@ def decide(
         "kept",
         f"champion v{champion.version} holds: {m} {champion.score:.4g}"
         f" vs challenger {challenger:.4g}",
+    )
+
+
+def fallback(label: str, challenger: float, baseline: float, gate: GateSpec) -> GateDecision:
+    """A product without a champion whose best candidate missed the margin still gets a model:
+    the best candidate not worse than seasonal naive (`label`), else seasonal naive itself."""
+    m = gate.metric
+    reason = (
+        f"fallback: no candidate beats seasonal naive {baseline:.4g} by"
+        f" {gate.baseline_margin:.0%}; keeping {label} ({m} {challenger:.4g})"
+    )
+    return GateDecision(
+        "registered",
+        reason,
+        m,
+        challenger,
+        baseline,
+        None,
+        None,
+        gate.baseline_margin,
+        gate.champion_margin,
+    )
+
+
+def minimal_decision(kind: str, n: int, has_champion: bool, gate: GateSpec) -> GateDecision:
+    """A history too short to backtest: its `kind` forecast goes unscored, as a first model
+    only (a champion stays) and only when the gate falls back."""
+    if has_champion:
+        verdict: Verdict = "kept"
+        reason = f"{n} periods are too few to backtest a challenger; the champion stays"
+    elif gate.fallback:
+        verdict, reason = "registered", f"minimal history: {n} periods, forecast = {kind}"
+    else:
+        verdict, reason = "rejected", f"{n} periods are too few to backtest (fallback is off)"
+    return GateDecision(
+        verdict,
+        reason,
+        gate.metric,
+        None,
+        None,
+        None,
+        None,
+        gate.baseline_margin,
+        gate.champion_margin,
     )

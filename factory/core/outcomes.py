@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class ProductRecord:
     data_fingerprint: str | None = None
     flow_run_id: str | None = None
     train_key: str | None = None
+    history: str | None = None  # full, short (fewer or shorter backtest windows) or minimal
     updated_at: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now(tz="UTC"))
 
 
@@ -196,7 +198,7 @@ def outcome_record(
 ) -> ProductRecord:
     """A product's outcome as a status record."""
     best = o.scores.get(o.challenger or "", {})
-    cfg_kind = o.challenger.split("_")[0] if o.challenger else None
+    cfg_kind = json.loads(o.config_json)["kind"] if o.config_json else None
     return ProductRecord(
         product_id=o.product_id,
         family=o.family,
@@ -210,6 +212,7 @@ def outcome_record(
         production_version=versions[1],
         data_fingerprint=o.data_fingerprint or None,
         flow_run_id=flow_run_id,
+        history=o.history if o.status != "failed" else None,
     )
 
 

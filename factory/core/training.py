@@ -9,13 +9,26 @@ from typing import Literal
 
 import numpy as np
 
-from factory.core.backtest import BacktestResult, backtest, rolling_windows
+from factory.core import classical
+from factory.core.backtest import (
+    BacktestResult,
+    Window,
+    adaptive_windows,
+    backtest,
+    backtest_ensemble,
+    errors,
+)
 from factory.core.fingerprints import series_fingerprint
-from factory.core.fleet import FamilySpec, GateSpec
+from factory.core.fleet import EnsembleSpec, FamilySpec, GateSpec
 from factory.core.forecaster import FeatureConfig, ModelConfig, Series, fit, future_dates
-from factory.core.gate import ChampionScore, decide
+from factory.core.gate import ChampionScore, decide, fallback, minimal_decision
+from factory.core.intervals import conformal_widths, naive_widths
 
 Status = Literal["registered", "kept", "rejected", "failed"]
+# full: the family's backtest; short: fewer or shorter windows and the short-history candidates;
+# minimal: too short to backtest, the short-history `minimal` forecast
+HistoryPath = Literal["full", "short", "minimal"]
+BASELINE = "seasonal_naive"
 
 
 @dataclass(frozen=True)
@@ -48,18 +61,59 @@ class ProductOutcome:
     forecast: list[float] | None = None
     forecast_ds: list[str] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    history: HistoryPath = "full"
+    windows: tuple[int, int] = (0, 0)  # backtest windows and their horizon
+    intervals: dict[str, list[float]] | None = None  # half-widths per step, by level
+    dropped: dict[str, str] = field(default_factory=dict)  # candidates that could not run
 
 
-def model_configs(family: FamilySpec) -> dict[str, ModelConfig]:
-    """The family's candidates by label (kind, suffixed when a kind repeats)."""
+def model_configs(family: FamilySpec, short: bool = False) -> dict[str, ModelConfig]:
+    """The family's candidates by label (kind, suffixed when a kind repeats), the ensemble
+    aside; with `short`, also the short-history candidates the family does not have already."""
     feats = FeatureConfig(**family.features.model_dump())
-    kinds = [m.kind for m in family.models]
+    specs = [m for m in family.models if m.kind != "ensemble"]
+    kinds = [m.kind for m in specs]
     out = {}
-    for i, spec in enumerate(family.models):
+    for i, spec in enumerate(specs):
         label = spec.kind if kinds.count(spec.kind) == 1 else f"{spec.kind}_{i}"
         params = spec.model_dump(exclude={"kind"})
         out[label] = ModelConfig(spec.kind, params, feats, family.season_length, family.frequency)
+    if short:
+        known = {c.key for c in out.values()}
+        for spec in family.short_history.models:
+            params = spec.model_dump(exclude={"kind"})
+            cfg = ModelConfig(spec.kind, params, feats, family.season_length, family.frequency)
+            if cfg.key not in known:
+                out[f"short_{spec.kind}" if spec.kind in out else spec.kind] = cfg
+                known.add(cfg.key)
     return out
+
+
+def ensemble_spec(family: FamilySpec) -> EnsembleSpec | None:
+    """The family's ensemble candidate, if it has one."""
+    return next((m for m in family.models if isinstance(m, EnsembleSpec)), None)
+
+
+def min_train(config: ModelConfig) -> int:
+    """Periods a candidate needs before a backtest origin: lag features need their lookback
+    plus two seasons of rows; classical methods a couple of points; naive and mean one."""
+    if config.uses_features:
+        return config.features.lookback + 2 * config.season_length
+    return 1 if config.kind in ("naive", "mean", BASELINE) else 2
+
+
+def warm_up(family: FamilySpec) -> None:
+    """Compile the family's classical candidates once in this process (not per product)."""
+    kinds = {m.kind for m in (*family.models, *family.short_history.models)}
+    classical.warm_up(tuple(sorted(kinds & set(classical.CLASSICAL_KINDS))))
+
+
+def history_path(family: FamilySpec, windows: list[Window]) -> HistoryPath:
+    """Which path a product's backtest windows put it on."""
+    if not windows:
+        return "minimal"
+    full = len(windows) == family.backtest.windows and windows[0].horizon == family.horizon
+    return "full" if full else "short"
 
 
 def baseline_config(family: FamilySpec) -> ModelConfig:
@@ -75,38 +129,111 @@ def train_product(
     gate: GateSpec,
     champion: ChampionRef | None = None,
 ) -> ProductOutcome:
-    """Backtest every candidate and the baseline, gate the best, refit it if it wins."""
+    """Backtest every candidate and the baseline on windows fitted to the history's length,
+    gate the best, refit it if it wins."""
     t0 = time.perf_counter()
-    fp = series_fingerprint(series)
-    windows = rolling_windows(
-        len(series.y), family.horizon, family.backtest.windows, family.backtest_step
+    b = family.backtest
+    windows = adaptive_windows(
+        len(series.y),
+        family.horizon,
+        b.windows,
+        b.min_windows,
+        family.backtest_step,
+        family.min_train,
     )
-    candidates = model_configs(family)
-    results: dict[str, BacktestResult] = {
-        "seasonal_naive": backtest(baseline_config(family), series, windows)
-    }
-    results.update({label: backtest(cfg, series, windows) for label, cfg in candidates.items()})
-    metric = gate.metric
-    label = min(candidates, key=lambda k: results[k].mean[metric])
-    best = results[label]
-    champ = _rescore_champion(champion, best, results, series, windows, metric, fp)
-    decision = decide(best.mean[metric], results["seasonal_naive"].mean[metric], champ, gate)
-    t1 = time.perf_counter()
+    path = history_path(family, windows)
     outcome = ProductOutcome(
         product_id,
         family.name,
-        decision.verdict,
-        decision.reason,
+        "failed",
+        "",
         n_obs=len(series.y),
-        data_fingerprint=fp,
-        scores={k: r.mean for k, r in results.items()},
-        decision=decision.evidence(),
-        challenger=label,
-        config_json=best.config.key,
+        data_fingerprint=series_fingerprint(series),
+        history=path,
+        windows=(len(windows), windows[0].horizon if windows else 0),
     )
+    if not windows:
+        return _train_minimal(outcome, series, family, gate, champion)
+    results = _backtest_candidates(outcome, series, family, windows, gate.metric)
+    metric = gate.metric
+    label = min(results, key=lambda k: (k == BASELINE, results[k].mean[metric]))
+    best = results[label]
+    champ = _rescore_champion(champion, best, results, series, windows, metric, outcome)
+    baseline = results[BASELINE].mean[metric]
+    decision = decide(best.mean[metric], baseline, champ, gate)
+    if decision.verdict == "rejected" and gate.fallback:
+        if best.mean[metric] > baseline:
+            label, best = BASELINE, results[BASELINE]
+        decision = fallback(label, best.mean[metric], baseline, gate)
+    t1 = time.perf_counter()
+    outcome.status, outcome.reason = decision.verdict, decision.reason
+    outcome.scores = {k: r.mean for k, r in results.items()}
+    outcome.decision = decision.evidence()
+    outcome.challenger, outcome.config_json = label, best.config.key
     if decision.verdict == "registered":
-        _attach_model(outcome, best.config, series, family.horizon)
-    outcome.timings = {"backtest_s": t1 - t0, "fit_s": time.perf_counter() - t1}
+        widths = conformal_widths(errors(best, series, windows), family.horizon)
+        _attach_model(outcome, best.config, series, family.horizon, widths)
+    outcome.timings |= {"backtest_s": t1 - t0, "fit_s": time.perf_counter() - t1}
+    return outcome
+
+
+def _backtest_candidates(
+    outcome: ProductOutcome,
+    series: Series,
+    family: FamilySpec,
+    windows: list[Window],
+    metric: str,
+) -> dict[str, BacktestResult]:
+    """The baseline and every candidate the history allows (and the family's ensemble of the
+    best of them) on the same windows; a candidate that fails is dropped with its reason."""
+    results = {BASELINE: backtest(baseline_config(family), series, windows)}
+    candidates = model_configs(family, short=outcome.history != "full")
+    for label, cfg in candidates.items():
+        if windows[0].origin < min_train(cfg):
+            outcome.dropped[label] = f"needs {min_train(cfg)} periods before its first window"
+            continue
+        start = time.perf_counter()
+        try:
+            results[label] = backtest(cfg, series, windows)
+        except Exception as exc:  # a method that cannot fit this series is not a failed product
+            outcome.dropped[label] = f"{type(exc).__name__}: {exc}"
+        outcome.timings[f"candidate.{label}_s"] = time.perf_counter() - start
+    spec = ensemble_spec(family)
+    ranked = sorted((k for k in results if k != BASELINE), key=lambda k: results[k].mean[metric])
+    if spec is not None and len(ranked) >= 2:
+        members = [results[k].config.key for k in ranked[: spec.top_k]]
+        cfg = ModelConfig(
+            "ensemble",
+            {"combine": spec.combine, "members": members},
+            results[ranked[0]].config.features,
+            family.season_length,
+            family.frequency,
+        )
+        results["ensemble"] = backtest_ensemble(
+            cfg, [results[k] for k in ranked[: spec.top_k]], series, windows
+        )
+    return results
+
+
+def _train_minimal(
+    outcome: ProductOutcome,
+    series: Series,
+    family: FamilySpec,
+    gate: GateSpec,
+    champion: ChampionRef | None,
+) -> ProductOutcome:
+    """A history too short to backtest: the short-history `minimal` forecast, unscored."""
+    kind = family.short_history.minimal
+    feats = FeatureConfig(**family.features.model_dump())
+    config = ModelConfig(kind, {}, feats, family.season_length, family.frequency)
+    decision = minimal_decision(kind, len(series.y), champion is not None, gate)
+    outcome.status, outcome.reason = decision.verdict, decision.reason
+    outcome.decision = decision.evidence()
+    outcome.challenger, outcome.config_json = kind, config.key
+    if decision.verdict == "registered":
+        _attach_model(
+            outcome, config, series, family.horizon, naive_widths(series.y, family.horizon)
+        )
     return outcome
 
 
@@ -115,34 +242,52 @@ def _rescore_champion(
     challenger: BacktestResult,
     results: dict[str, BacktestResult],
     series: Series,
-    windows: list,
+    windows: list[Window],
     metric: str,
-    fingerprint: str,
+    outcome: ProductOutcome,
 ) -> ChampionScore | None:
-    """Score the champion's configuration on today's windows (reusing an identical candidate)."""
+    """Score the champion's configuration on today's windows (reusing an identical candidate);
+    a champion that cannot run on them (e.g. too little history) scores infinitely bad."""
     if champion is None:
         return None
     same = next((r for r in results.values() if r.config.key == champion.config_json), None)
-    if same is None:
-        same = backtest(ModelConfig.from_json(champion.config_json), series, windows)
+    if same is not None:
+        value = same.mean[metric]
+    else:
+        try:
+            config = ModelConfig.from_json(champion.config_json)
+            value = backtest(config, series, windows).mean[metric]
+        except Exception as exc:
+            outcome.dropped["champion"] = f"{type(exc).__name__}: {exc}"
+            value = float("inf")
     return ChampionScore(
         champion.version,
-        same.mean[metric],
+        value,
         same_config=challenger.config.key == champion.config_json,
-        same_data=champion.data_fingerprint == fingerprint,
+        same_data=champion.data_fingerprint == outcome.data_fingerprint,
     )
 
 
 def _attach_model(
-    outcome: ProductOutcome, config: ModelConfig, series: Series, horizon: int
+    outcome: ProductOutcome,
+    config: ModelConfig,
+    series: Series,
+    horizon: int,
+    intervals: dict[str, list[float]],
 ) -> None:
-    """Refit the winner on the full history; keep its bytes, history tail and forecast."""
+    """Refit the winner on the full history; keep its bytes, history tail, forecast and
+    interval half-widths."""
+    outcome.intervals = intervals
     model = fit(config, series)
     ds = future_dates(series.ds[-1], horizon, config.frequency)
     outcome.payload = model.dumps()
     outcome.forecast = [float(v) for v in model.forecast(series, ds)]
     outcome.forecast_ds = [str(np.datetime_as_string(d, unit="D")) for d in ds]
-    tail = max(config.features.lookback, config.season_length)
+    tail = max(
+        config.features.lookback,
+        config.season_length,
+        *(m.features.lookback for m in config.members),
+    )
     outcome.history_tail = {
         "ds": [str(np.datetime_as_string(d, unit="D")) for d in series.ds[-tail:]],
         "y": [float(v) for v in series.y[-tail:]],
@@ -157,6 +302,7 @@ def train_many(
     champions: dict[str, ChampionRef],
 ) -> list[ProductOutcome]:
     """Train a batch of products; a product that raises becomes a failed outcome with its error."""
+    warm_up(family)
     out = []
     for pid, series in items:
         try:

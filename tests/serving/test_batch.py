@@ -137,7 +137,7 @@ def register_challenger(pid: str, scale: float) -> int:
     assert outcome.status == "registered", outcome.reason
     registry = Registry(settings)
     lineage = RunLineage("f" * 64, "test", "test", "test", "run", "")
-    done, _ = registry.register_shard("challenger", [outcome], {pid: "k2"}, lineage, False, 2)
+    done, _ = registry.register_shard("challenger", [outcome], {pid: "k2"}, lineage, False)
     return int(done[0].staging_version)
 
 

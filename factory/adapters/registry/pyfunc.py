@@ -28,13 +28,15 @@ from mlflow.utils.file_utils import local_file_uri_to_path
 
 from factory.adapters.registry.digest import folder_digest
 from factory.adapters.registry.names import product_slug
-from factory.core import forecaster
+from factory.core import classical, forecaster
 from factory.core.training import ProductOutcome
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 FORECASTER_CODE = Path(forecaster.__file__)
+CLASSICAL_CODE = Path(classical.__file__)
 # What a registered model needs to load: the installed versions of exactly these packages.
-MODEL_PACKAGES = ("mlflow", "lightgbm", "scikit-learn", "skops", "pandas", "numpy")
+MODEL_PACKAGES = ("mlflow", "lightgbm", "scikit-learn", "skops", "statsforecast", "pandas", "numpy")
+INTERVAL_COLUMNS = tuple(f"yhat_{side}_{level}" for level in (80, 95) for side in ("lo", "hi"))
 _TEMPLATE_LOCK = threading.Lock()  # shards register from several threads
 
 
@@ -51,6 +53,7 @@ def model_signature(exogenous: tuple[str, ...] = ()) -> ModelSignature:
         ColSpec("string", "unique_id"),
         ColSpec("datetime", "ds"),
         ColSpec("double", "yhat"),
+        *(ColSpec("double", c, required=False) for c in forecaster.INTERVAL_COLUMNS),
     ]
     return ModelSignature(Schema(inputs), Schema(outputs))
 
@@ -87,8 +90,9 @@ def _saved(o: ProductOutcome, parent: Path) -> str:
     return folder_digest(folder)
 
 
-def version_tags(o: ProductOutcome, windows: int) -> dict[str, str]:
-    """Per-version lineage and evidence tags."""
+def version_tags(o: ProductOutcome) -> dict[str, str]:
+    """Per-version lineage and evidence tags (the backtest windows this product got, its
+    history path: full, short or minimal)."""
     assert o.challenger is not None and o.config_json is not None
     cfg = json.loads(o.config_json)
     tags = {
@@ -100,13 +104,17 @@ def version_tags(o: ProductOutcome, windows: int) -> dict[str, str]:
         "factory.data_fingerprint": o.data_fingerprint,
         "factory.n_obs": str(o.n_obs),
         "factory.trained_until": (o.history_tail or {}).get("ds", ["?"])[-1],
-        "factory.backtest_windows": str(windows),
+        "factory.backtest_windows": str(o.windows[0]),
+        "factory.window_horizon": str(o.windows[1]),
+        "factory.history": o.history,
         "factory.gate": json.dumps(o.decision, sort_keys=True),
     }
-    tags.update({f"factory.metric.{m}": f"{v:.6g}" for m, v in o.scores[o.challenger].items()})
-    tags.update(
-        {f"factory.baseline.{m}": f"{v:.6g}" for m, v in o.scores["seasonal_naive"].items()}
-    )
+    if o.dropped:
+        tags["factory.dropped"] = json.dumps(o.dropped, sort_keys=True)[:4000]
+    scores = o.scores.get(o.challenger, {})
+    tags.update({f"factory.metric.{m}": f"{v:.6g}" for m, v in scores.items()})
+    baseline = o.scores.get("seasonal_naive", {})
+    tags.update({f"factory.baseline.{m}": f"{v:.6g}" for m, v in baseline.items()})
     return tags
 
 
@@ -131,6 +139,8 @@ def save_pyfunc(o: ProductOutcome, path: Path) -> None:
         "horizon": len(o.forecast or []),
         "history_tail": o.history_tail,
         "data_fingerprint": o.data_fingerprint,
+        "history": o.history,
+        "intervals": o.intervals or {},
     }
     (art / "manifest.json").write_text(json.dumps(manifest))
     (art / "model.bin").write_bytes(o.payload)
@@ -168,7 +178,7 @@ def _pyfunc_template(exogenous: tuple[str, ...] = ()) -> Path:
             path=str(root / "template"),
             python_model=str(MODEL_CODE),
             artifacts={"model": str(root / "model")},
-            code_paths=[str(FORECASTER_CODE)],
+            code_paths=[str(FORECASTER_CODE), str(CLASSICAL_CODE)],
             pip_requirements=pip_requirements(),
             signature=model_signature(exogenous),
         )
@@ -197,6 +207,9 @@ def outcome_row(o: ProductOutcome) -> dict[str, Any]:
         "status": o.status,
         "reason": o.reason,
         "challenger": o.challenger,
+        "history": o.history,
+        "windows": list(o.windows),
+        "dropped": o.dropped,
         "scores": o.scores,
         "data_fingerprint": o.data_fingerprint,
         "forecast": dict(zip(o.forecast_ds or [], o.forecast, strict=True)) if o.forecast else None,

@@ -144,7 +144,6 @@ class Registry:
         keys: dict[str, str],
         lineage: RunLineage,
         promote: bool,
-        backtest_windows: int,
     ) -> tuple[list[Registered], float]:
         """One MLflow run per shard holds its models; each winner becomes a version with lineage,
         or reuses the version already made from its training key (`keys`: product -> key).
@@ -161,7 +160,7 @@ class Registry:
             )
             run_id = run.info.run_id
             try:
-                done = self._register(run, outcomes, keys, lineage, promote, backtest_windows)
+                done = self._register(run, outcomes, keys, lineage, promote)
             except BaseException:
                 with contextlib.suppress(Exception):
                     self.client.set_terminated(run_id, "FAILED")
@@ -176,7 +175,6 @@ class Registry:
         keys: dict[str, str],
         lineage: RunLineage,
         promote: bool,
-        windows: int,
     ) -> list[Registered]:
         run_id, artifact_uri = run.info.run_id, run.info.artifact_uri
         winners = [o for o in outcomes if o.status == "registered"]
@@ -186,7 +184,7 @@ class Registry:
         )
         digests = log_models(self.client, run_id, artifact_uri, winners)
         plans = [
-            self._plan(o, keys[o.product_id], artifact_uri, run_id, lineage, promote, windows)
+            self._plan(o, keys[o.product_id], artifact_uri, run_id, lineage, promote)
             for o in winners
         ]
         signatures = {p: self.signer.sign(p, d) for p, d in digests.items()}
@@ -229,11 +227,10 @@ class Registry:
         run_id: str,
         lineage: RunLineage,
         promote: bool,
-        windows: int,
     ) -> list[VersionPlan]:
         """A staging version from the shard run's artifacts; with `promote`, a production copy
         (what `MlflowClient.copy_model_version` makes: source `models:/<staging>/<v>`)."""
-        tags = {**lineage.tags(), **version_tags(o, windows), TRAIN_KEY_TAG: train_key}
+        tags = {**lineage.tags(), **version_tags(o), TRAIN_KEY_TAG: train_key}
         current = {"config": o.config_json, "data_fingerprint": o.data_fingerprint}
         plans: list[VersionPlan] = []
         for env, alias in ((STAGING, CANDIDATE_ALIAS), (PRODUCTION, CHAMPION_ALIAS)):
