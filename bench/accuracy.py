@@ -198,13 +198,15 @@ def training_frame(frame: pd.DataFrame, split: Split) -> pd.DataFrame:
 
 @dataclass
 class FactoryRun:
-    """What the factory subprocess did; `statuses` is `status: reason` per product."""
+    """What the factory subprocess did; `statuses` is `status: reason` per product, `kinds`
+    the model kind each registered product's latest model has."""
 
     ray_s: float = 0.0
     train_s: float = 0.0
     forecast_s: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
     statuses: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
     forecast_missing: dict[str, str] = field(default_factory=dict)
     forecast_url: str | None = None
     error: str | None = None
@@ -250,13 +252,16 @@ def run_factory(fleet: str, out: str, horizon: int, run: FactoryRun) -> None:
     run.forecast_missing, run.forecast_url = report.missing, report.url
 
 
-def product_statuses() -> dict[str, str]:
-    """`status: reason` per product from the factory's state (what `factory status` shows)."""
+def product_outcomes() -> tuple[dict[str, str], dict[str, str]]:
+    """(`status: reason`, model kind) per product from the factory's state, as `factory status`
+    shows them."""
     from factory.adapters.state import read_state
     from factory.settings import get_settings
 
     state = read_state(get_settings().state_dir)
-    return {str(r.product_id): f"{r.status}: {r.reason}" for r in state.itertuples(index=False)}
+    statuses = {str(r.product_id): f"{r.status}: {r.reason}" for r in state.itertuples()}
+    kinds = {str(r.product_id): str(r.model_kind) for r in state.itertuples() if r.model_kind}
+    return statuses, kinds
 
 
 def worker_main(argv: list[str]) -> None:
@@ -267,7 +272,7 @@ def worker_main(argv: list[str]) -> None:
         run_factory(fleet, out, int(horizon), run)
     except Exception as exc:  # the parent reports it under the dataset's name, unscored
         run.error = f"{type(exc).__name__}: {exc}"
-    run.statuses = product_statuses()
+    run.statuses, run.kinds = product_outcomes()
     Path(result).write_text(json.dumps(asdict(run)))
     if run.error:
         raise SystemExit(1)
@@ -548,6 +553,7 @@ def factory_method(
         "coverage": len(covered) / series,
         "product_coverage": len(covered) / series,
         "products_forecast": len(covered),
+        "model_kinds": dict(Counter(run.kinds.get(p, "?") for p in covered).most_common()),
         "intervals": intervals,
         "mase_filled": filled["mase"] if covered else None,
         "smape_filled": filled["smape"] if covered else None,
@@ -695,6 +701,9 @@ def print_dataset(console: Any, result: dict) -> None:
     factory = result["methods"]["factory"]
     if factory["error"]:
         console.print(f"[red]factory failed:[/red] {factory['error']}", markup=True)
+    if factory["model_kinds"]:
+        kinds = ", ".join(f"{k} {n}" for k, n in factory["model_kinds"].items())
+        console.print(f"  factory models: {kinds}", markup=False, highlight=False)
     for reason, n in list(factory["missing_reasons"].items())[:8]:
         console.print(f"  no factory forecast: {n} x {reason}", markup=False, highlight=False)
     if result["shortened"] or result["unscored"]:

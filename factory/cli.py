@@ -23,6 +23,7 @@ from factory.cli_common import preflight as _preflight
 from factory.cli_common import split as _split
 from factory.cli_errors import err, friendly, warn
 from factory.cli_lifecycle import lifecycle_app, manifest_app
+from factory.cli_report import report
 from factory.cli_serve import serve
 from factory.cli_stack import down, up
 from factory.cli_status import status
@@ -45,6 +46,7 @@ app.command("up")(up)
 app.command("down")(down)
 app.command("serve")(serve)
 app.command("status")(status)
+app.command("report")(report)
 
 
 # MLflow's client retries a failing request for minutes (7 retries, growing back-off, 120 s

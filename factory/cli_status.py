@@ -57,14 +57,14 @@ def status(
     # the shadow column appears once a check compared a staging challenger with production
     shadows = state.get("shadow_model_version")
     show_shadow = shadows is not None and bool(shadows.notna().any())
-    columns = ["product", "family", "status", "production", "staging", "kind", "score"]
+    columns = ["product", "family", "status", "history", "production", "staging", "kind", "score"]
     columns += ["baseline", *(["drift"] if show_drift else [])]
     columns += [*(["shadow WAPE vs production"] if show_shadow else []), "reason"]
     table = Table(*columns)
     for r in state.head(limit).itertuples():
         table.add_row(
             id_cell(str(r.product_id)),
-            *(cell(getattr(r, c)) for c in ("family", "status")),
+            *(cell(getattr(r, c)) for c in ("family", "status", "history")),
             *(cell(getattr(r, c)) for c in ("production_version", "staging_version", "model_kind")),
             cell(r.score, "{:.3f}"),
             cell(r.baseline, "{:.3f}"),

@@ -161,7 +161,7 @@ def test_validate_lists_quarantined_products_with_reasons(
     tmp_path: Path, factory_home: Path
 ) -> None:
     ids = product_ids(30)
-    defects = {ids[2]: "negative", ids[4]: "duplicate_dates", ids[7]: "too_short"}
+    defects = {ids[2]: "negative", ids[4]: "duplicate_dates", ids[7]: "all_zero"}
     panel = generate_panel(PanelSpec(n_products=30, seed=5, defects=defects))
     write_panel(panel.frame, get_settings().resolved_data_url)
 
@@ -171,7 +171,7 @@ def test_validate_lists_quarantined_products_with_reasons(
     assert set(reasons) == set(defects), reasons
     assert "negative y" in reasons[ids[2]]
     assert "duplicated" in reasons[ids[4]]
-    assert "too short" in reasons[ids[7]]
+    assert "all-zero" in reasons[ids[7]]
     assert "3 quarantined" in result.stdout
     assert "30 products: 27 ready, 3 quarantined" in result.stdout
 

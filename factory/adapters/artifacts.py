@@ -89,6 +89,15 @@ def summary_markdown(s: FleetSummary) -> str:
         "|---|---|",
         *(f"| {k} | {v:.1f} |" for k, v in s.per_product_ms.items()),
     ]
+    if s.history:
+        lines += ["", "| history path | products |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(s.history.items())]
+    if s.winners:
+        lines += ["", "| registered model kind | products |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(s.winners.items(), key=lambda kv: -kv[1])]
+    if s.candidate_ms:
+        lines += ["", "| candidate | backtest ms per product |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in s.candidate_ms.items()]
     if s.budget_exceeded:
         lines += ["", "**Failure budget exceeded: the run is marked failed.**"]
     if s.failed:

@@ -88,6 +88,9 @@ class FleetSummary(BaseModel):
     shards: int
     task_runs: int
     budget_exceeded: bool
+    history: dict[str, int] = {}  # trained products by path: full, short, minimal
+    winners: dict[str, int] = {}  # registered models by kind
+    candidate_ms: dict[str, float] = {}  # each candidate's backtest ms per product it ran on
 
     def line(self) -> str:
         """One-line summary for logs and the CLI."""
@@ -198,7 +201,7 @@ def outcome_record(
 ) -> ProductRecord:
     """A product's outcome as a status record."""
     best = o.scores.get(o.challenger or "", {})
-    cfg_kind = json.loads(o.config_json)["kind"] if o.config_json else None
+    cfg_kind = json.loads(o.config_json)["kind"] if o.config_json else o.challenger
     return ProductRecord(
         product_id=o.product_id,
         family=o.family,
@@ -287,7 +290,31 @@ def summarize(
         shards=len(shards),
         task_runs=len(shards) + (2 if shards else 1),  # validate-data, shards, repair-registry
         budget_exceeded=bool(total) and bad / total > spec.failure_budget,
+        **quality_split(shards),
     )
+
+
+def quality_split(reports: list[ShardReport]) -> dict[str, dict]:
+    """Trained products per history path, registered models per kind, and the mean backtest
+    cost of each candidate per product it ran on."""
+    outcomes = [o for r in reports for o in r.outcomes if o.status != "failed"]
+    costs: dict[str, list[float]] = {}
+    for o in outcomes:
+        for key, seconds in o.timings.items():
+            if key.startswith("candidate."):
+                costs.setdefault(key.removeprefix("candidate.").removesuffix("_s"), []).append(
+                    seconds
+                )
+    kinds = [
+        json.loads(o.config_json)["kind"]
+        for o in outcomes
+        if o.status == "registered" and o.config_json
+    ]
+    return {
+        "history": dict(Counter(o.history for o in outcomes)),
+        "winners": dict(Counter(kinds)),
+        "candidate_ms": {k: 1000 * sum(v) / len(v) for k, v in sorted(costs.items())},
+    }
 
 
 def cost_split(validation_s: float, reports: list[ShardReport], total: int) -> dict[str, float]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from factory.adapters.tsdata import REAL_DATASETS, load_real
 from factory.core.contract import validate_panel
@@ -113,6 +114,26 @@ def test_aus_retail_validates(panels: dict[str, pd.DataFrame], fleet: FleetSpec)
     assert set(report.valid_ids) | set(report.quarantined) == set(frame["unique_id"])
     assert set(clean["unique_id"]) == set(report.valid_ids)
     assert report.quarantine_rate <= fleet.failure_budget
+
+
+def quarterly_fleet(path: Path) -> FleetSpec:
+    """REAL_FLEET_YAML's family made quarterly (QS, season 4, horizon 8), parsed."""
+    data = yaml.safe_load(REAL_FLEET_YAML)
+    (family,) = data["families"]
+    family.update(name="quarterly", frequency="QS", horizon=8, season_length=4)
+    family["features"].update(lags=[1, 2, 4, 8], rolling_means=[4, 8])
+    family["backtest"] = {"windows": 2, "step": 8}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_fleet(path).spec
+
+
+def test_tourism_validates_as_quarterly(panels: dict[str, pd.DataFrame], tmp_path: Path) -> None:
+    fleet = quarterly_fleet(tmp_path / "fleet.yaml")
+    clean, report = validate_panel(panels["tourism"], fleet, AS_OF)
+    assert report.quarantined == {}
+    assert report.valid_ids == report.assignment["quarterly"]
+    assert len(report.valid_ids) == EXPECTED_SERIES["tourism"]
+    pd.testing.assert_frame_equal(clean.reset_index(drop=True), panels["tourism"])
 
 
 def test_pbs_validates(panels: dict[str, pd.DataFrame], fleet: FleetSpec) -> None:

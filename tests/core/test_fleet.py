@@ -50,7 +50,8 @@ def test_repo_fleet_loads():
     assert loaded.spec.promotion.mode == "approve" and not loaded.spec.auto_promote
     assert loaded.spec.retirement.no_sales_periods == 90
     assert loaded.spec.family("fast-movers").features.exogenous == ("price", "promo")
-    assert [m.kind for m in loaded.spec.family("long-tail").models] == ["ridge", "lightgbm"]
+    kinds = [m.kind for m in loaded.spec.family("long-tail").models]
+    assert kinds == ["ridge", "lightgbm", "croston", "ensemble"]
     assert loaded.path == REPO_FLEET
     assert loaded.sha256 == hashlib.sha256(REPO_FLEET.read_bytes()).hexdigest()
 

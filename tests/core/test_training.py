@@ -1,5 +1,7 @@
 """Per-product training: backtest, gate against baseline and champion, refit the winner."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -171,18 +173,20 @@ def test_better_challenger_replaces_a_champion_that_is_another_candidate(strong,
 
 def test_train_many_turns_a_raising_product_into_a_failed_outcome(panel_series, strong):
     pid, series = strong
-    short = series.head(10)  # 2 windows of 7 need more than 7 + 7 periods
+    broken = Series(
+        np.array(["not a date"] * 40), series.y[:40], {"promo": series.exog["promo"][:40]}
+    )
 
-    outcomes = train_many([(pid, series), ("short-one", short)], FAMILY, GATE, champions={})
+    outcomes = train_many([(pid, series), ("broken", broken)], FAMILY, GATE, champions={})
 
-    assert [o.product_id for o in outcomes] == [pid, "short-one"]
+    assert [o.product_id for o in outcomes] == [pid, "broken"]
     good, bad = outcomes
     assert good.status == "registered"
     assert bad.status == "failed"
     assert bad.family == "daily"
-    assert bad.n_obs == 10
-    assert bad.reason.startswith("ValueError: history of 10 periods is too short for 2 windows")
-    assert "backtest.py:" in bad.reason
+    assert bad.n_obs == 40
+    assert bad.reason.startswith("DateParseError:") and "not a date" in bad.reason
+    assert re.search(r"\(\w+\.pyx?:\d+\)$", bad.reason)  # where it arose
     assert bad.payload is None
 
 

@@ -20,7 +20,8 @@ from tests.support.fleets import write_fleet
 pytestmark = pytest.mark.usefixtures("prefect_harness", "local_ray")
 
 IDS = product_ids(30)
-DEFECTS = {IDS[3]: "negative", IDS[6]: "duplicate_dates", IDS[9]: "too_short"}
+DEFECTS = {IDS[3]: "negative", IDS[6]: "duplicate_dates"}
+SHORT = IDS[9]  # a new product: too short for the family's backtest, not a defect
 LINEAGE_TAGS = (
     "factory.data_fingerprint",
     "factory.fleet_sha256",
@@ -34,6 +35,7 @@ LINEAGE_TAGS = (
     "factory.config",
     "factory.gate",
     "factory.backtest_windows",
+    "factory.history",
     "factory.metric.mase",
     "factory.metric.wape",
     "factory.baseline.mase",
@@ -42,8 +44,11 @@ LINEAGE_TAGS = (
 
 @pytest.fixture
 def fleet_run(factory_home: Path, tmp_path: Path):
-    """A 30-product panel with three injected defects, and a fleet.yaml that trains it."""
-    panel = generate_panel(PanelSpec(n_products=30, seed=11, defects=DEFECTS))
+    """A 30-product panel with two injected defects and a short product, and a fleet.yaml
+    that trains it."""
+    panel = generate_panel(
+        PanelSpec(n_products=30, seed=11, defects={**DEFECTS, SHORT: "too_short"})
+    )
     write_panel(panel.frame, get_settings().resolved_data_url)
     return write_fleet(tmp_path / "fleet.yaml", shard_size=8), panel
 
@@ -73,9 +78,7 @@ def test_quarantines_exactly_the_bad_products_and_registers_the_rest(fleet_run) 
     assert set(summary.quarantined) == set(DEFECTS)
     assert "negative y" in summary.quarantined[IDS[3]][0]
     assert "duplicated" in summary.quarantined[IDS[6]][0]
-    assert "too short" in summary.quarantined[IDS[9]][0]
-    assert summary.counts["registered"] + summary.counts.get("rejected", 0) == 27
-    assert summary.counts["registered"] >= 20  # the synthetic panel is forecastable
+    assert summary.counts["registered"] == 28  # every valid product gets a model
 
     c = client()
     state = pd.read_parquet(get_settings().state_dir / "products.parquet").set_index("product_id")
@@ -90,6 +93,9 @@ def test_quarantines_exactly_the_bad_products_and_registers_the_rest(fleet_run) 
         assert staging.tags["factory.flow_run_url"].endswith(summary.flow_run_id)
         assert json.loads(staging.tags["factory.gate"])["verdict"] == "registered"
         assert prod.source == f"models:/factory.staging.{pid}/{staging.version}"
+        expected = "full" if pid != SHORT else ("short", "minimal")
+        assert staging.tags["factory.history"] in expected
+    assert state.at[SHORT, "history"] in ("short", "minimal")
     # quarantined products never reach the registry
     names = {rm.name for rm in c.search_registered_models(max_results=1000)}
     assert not any(pid in name for pid in DEFECTS for name in names)
@@ -106,11 +112,11 @@ def test_unchanged_data_registers_nothing_new(fleet_run) -> None:
     second = train_fleet(str(fleet))
     after = {(v.name, v.version) for v in all_versions(client())}
     assert after == before
-    assert second.counts == {"skipped": 27, "quarantined": 3}
+    assert second.counts == {"skipped": 28, "quarantined": 2}
     assert second.shards == 0 and second.task_runs == 1  # nothing reached Ray
     state = pd.read_parquet(get_settings().state_dir / "products.parquet").set_index("product_id")
     skipped = state[state["status"] == "skipped"]
-    assert len(skipped) == 27
+    assert len(skipped) == 28
     assert skipped["reason"].str.startswith("unchanged since last run").all()
     registered_first = first.counts["registered"]
     assert skipped["production_version"].notna().sum() == registered_first
@@ -127,7 +133,7 @@ def test_only_products_with_new_data_are_retrained(fleet_run) -> None:
     frame.loc[last, "y"] += 5.0  # a late correction of the newest day
     write_panel(frame, get_settings().resolved_data_url)
     summary = train_fleet(str(fleet))
-    assert summary.counts["skipped"] == 25
+    assert summary.counts["skipped"] == 26
     assert summary.counts.get("registered", 0) + summary.counts.get("kept", 0) + summary.counts.get(
         "rejected", 0
     ) == len(changed)
@@ -254,5 +260,5 @@ def test_a_shard_out_of_retries_fails_its_products_and_the_others_register(
 
     monkeypatch.setattr(tasks.train, "train_on_ray", real)
     again = train_fleet(str(fleet))  # the failed products are retried, the rest skipped
-    assert again.counts["skipped"] == 27 - len(summary.failed)
+    assert again.counts["skipped"] == 28 - len(summary.failed)
     assert not again.failed

@@ -86,7 +86,20 @@ def test_batch_forecast_equals_the_pyfunc_forecast_of_the_same_version(
     report = forecast_products_flow(None, None, str(tmp_path / "fc"), shard_size=3)
     assert not report.missing and report.products == len(registered)
     frame = pd.read_parquet(report.url)
-    assert list(frame.columns) == ["unique_id", "ds", "yhat", "model_name", "model_version", "role"]
+    intervals = ["yhat_lo_80", "yhat_hi_80", "yhat_lo_95", "yhat_hi_95"]
+    assert list(frame.columns) == [
+        "unique_id",
+        "ds",
+        "yhat",
+        *intervals,
+        "model_name",
+        "model_version",
+        "role",
+    ]
+    assert frame[intervals].notna().all().all()  # every row has its intervals
+    assert (frame["yhat_lo_95"] <= frame["yhat"]).all() and (
+        frame["yhat"] <= frame["yhat_hi_95"]
+    ).all()
     serving = frame[frame["role"] == "serving"]
     assert set(serving["unique_id"]) == set(registered)
     assert (serving.groupby("unique_id").size() == 28).all()  # each product once, full horizon
