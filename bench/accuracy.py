@@ -65,6 +65,11 @@ SEED = 7
 MODELS: list[dict[str, Any]] = [
     {"kind": "ridge", "alpha": 1.0},
     {"kind": "lightgbm", "n_estimators": 50, "learning_rate": 0.1, "num_leaves": 15},
+    {"kind": "auto_ets"},
+    {"kind": "theta"},
+    {"kind": "auto_arima"},
+    {"kind": "croston", "variant": "sba"},
+    {"kind": "ensemble", "top_k": 3, "combine": "median"},
 ]
 # Staleness counts periods from a product's last date to the panel's: the bench forecasts
 # every series however early it ends, as the peers do.
@@ -389,6 +394,17 @@ def peer_model(peer: str, season: int) -> Any:
     return classes[peer](season_length=season)
 
 
+def peer_fit_model(peer: str, season: int, n: int) -> Any:
+    """A peer for a series of n points. AutoARIMA approximates the likelihood during its
+    search on long or high-frequency series, as R's auto.arima (which it follows) does by
+    default: `approximation = length(x) > 150 | frequency(x) > 12`."""
+    if peer == "auto_arima":
+        from statsforecast.models import AutoARIMA
+
+        return AutoARIMA(season_length=season, approximation=n > 150 or season > 12)
+    return peer_model(peer, season)
+
+
 def stacked(result: dict[str, Any]) -> np.ndarray:
     """statsforecast's forecast dict as a (5, h) array in ROWS order."""
     return np.vstack([np.asarray(result[k], dtype=float) for k in ROWS])
@@ -407,7 +423,8 @@ def fallback(y: np.ndarray, h: int, season: int) -> np.ndarray:
 def forecast_series(peer: str, y: np.ndarray, h: int, season: int) -> tuple[np.ndarray, str]:
     """(forecast, "" or why it fell back to `fallback`)."""
     try:
-        out = stacked(peer_model(peer, season).forecast(y=y, h=h, level=list(LEVELS)))
+        model = peer_fit_model(peer, season, len(y))
+        out = stacked(model.forecast(y=y, h=h, level=list(LEVELS)))
     except Exception as exc:  # the peer's own failure: counted and named in the results
         return fallback(y, h, season), f"{type(exc).__name__}: {str(exc)[:80]}"
     if not np.isfinite(out).all():

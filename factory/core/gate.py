@@ -101,25 +101,42 @@ def decide(
     )
 
 
-def fallback(label: str, challenger: float, baseline: float, gate: GateSpec) -> GateDecision:
-    """A product without a champion whose best candidate missed the margin still gets a model:
-    the best candidate not worse than seasonal naive (`label`), else seasonal naive itself."""
+def fallback(
+    label: str, challenger: float, baseline: float, champion: ChampionScore | None, gate: GateSpec
+) -> GateDecision:
+    """No candidate beats seasonal naive by the margin, yet the product keeps a model: the
+    best candidate not worse than seasonal naive (`label`), else seasonal naive itself. It is
+    registered as a first model, as a refresh of the same configuration on new data, or when it
+    beats the re-scored champion; otherwise the champion stays."""
     m = gate.metric
-    reason = (
-        f"fallback: no candidate beats seasonal naive {baseline:.4g} by"
-        f" {gate.baseline_margin:.0%}; keeping {label} ({m} {challenger:.4g})"
-    )
-    return GateDecision(
-        "registered",
-        reason,
-        m,
-        challenger,
-        baseline,
-        None,
-        None,
-        gate.baseline_margin,
-        gate.champion_margin,
-    )
+    why = f"no candidate beats seasonal naive {baseline:.4g} by {gate.baseline_margin:.0%}"
+
+    def made(verdict: Verdict, reason: str) -> GateDecision:
+        return GateDecision(
+            verdict,
+            f"fallback: {reason}",
+            m,
+            challenger,
+            baseline,
+            None if champion is None else champion.score,
+            None if champion is None else champion.version,
+            gate.baseline_margin,
+            gate.champion_margin,
+        )
+
+    if champion is None:
+        return made("registered", f"{why}; keeping {label} ({m} {challenger:.4g})")
+    if champion.same_config:
+        if champion.same_data:
+            return made("kept", f"{why}; champion v{champion.version} unchanged: same config, data")
+        return made("registered", f"{why}; refresh of champion v{champion.version} on new data")
+    if beats(challenger, champion.score, gate.champion_margin):
+        return made(
+            "registered",
+            f"{why}; {label} ({m} {challenger:.4g}) beats champion v{champion.version}"
+            f" ({champion.score:.4g})",
+        )
+    return made("kept", f"{why}; champion v{champion.version} holds ({m} {champion.score:.4g})")
 
 
 def minimal_decision(kind: str, n: int, has_champion: bool, gate: GateSpec) -> GateDecision:

@@ -21,7 +21,7 @@ from factory.core.backtest import (
 from factory.core.fingerprints import series_fingerprint
 from factory.core.fleet import EnsembleSpec, FamilySpec, GateSpec
 from factory.core.forecaster import FeatureConfig, ModelConfig, Series, fit, future_dates
-from factory.core.gate import ChampionScore, decide, fallback, minimal_decision
+from factory.core.gate import ChampionScore, beats, decide, fallback, minimal_decision
 from factory.core.intervals import conformal_widths, naive_widths
 
 Status = Literal["registered", "kept", "rejected", "failed"]
@@ -157,14 +157,16 @@ def train_product(
     results = _backtest_candidates(outcome, series, family, windows, gate.metric)
     metric = gate.metric
     label = min(results, key=lambda k: (k == BASELINE, results[k].mean[metric]))
+    baseline = results[BASELINE].mean[metric]
+    passes = beats(results[label].mean[metric], baseline, gate.baseline_margin)
+    if not passes and gate.fallback and results[label].mean[metric] > baseline:
+        label = BASELINE  # the best candidate is worse than seasonal naive: keep the naive
     best = results[label]
     champ = _rescore_champion(champion, best, results, series, windows, metric, outcome)
-    baseline = results[BASELINE].mean[metric]
-    decision = decide(best.mean[metric], baseline, champ, gate)
-    if decision.verdict == "rejected" and gate.fallback:
-        if best.mean[metric] > baseline:
-            label, best = BASELINE, results[BASELINE]
-        decision = fallback(label, best.mean[metric], baseline, gate)
+    if passes or not gate.fallback:
+        decision = decide(best.mean[metric], baseline, champ, gate)
+    else:
+        decision = fallback(label, best.mean[metric], baseline, champ, gate)
     t1 = time.perf_counter()
     outcome.status, outcome.reason = decision.verdict, decision.reason
     outcome.scores = {k: r.mean for k, r in results.items()}

@@ -18,6 +18,7 @@ from factory.adapters.data import parsed_rows, read_panel
 from factory.adapters.preflight import mask_password
 from factory.adapters.registry.names import NoModelError
 from factory.adapters.registry.registry import Registry
+from factory.adapters.signing import ModelIntegrityError
 from factory.adapters.state import read_state
 from factory.core.backtest import adaptive_windows, backtest
 from factory.core.contract import fleet_series, validate_panel
@@ -253,7 +254,8 @@ def choose_products(
 
 def check_known(state: pd.DataFrame, products: list[str]) -> None:
     """UnknownReportProducts naming every asked product the state has no record of."""
-    unknown = [p for p in dict.fromkeys(products) if p not in set(state["product_id"])]
+    known = set(state["product_id"])
+    unknown = [p for p in dict.fromkeys(products) if p not in known]
     if unknown:
         raise UnknownReportProducts(
             f"unknown product(s): {name_ids(unknown)} (no training outcome recorded)"
@@ -337,6 +339,17 @@ def shown_history(
     return rows.tail(min(n, shown)).reset_index(drop=True)
 
 
+def missing_inputs(config: ModelConfig, series: Series | None) -> str | None:
+    """Why a version cannot be backtested on a series: exogenous columns it needs that the
+    family (fleet.yaml as it is now) does not give."""
+    missing = sorted(set(config.features.exogenous) - set(series.exog if series else ()))
+    return (
+        f"the model uses {', '.join(missing)}, which fleet.yaml no longer gives"
+        if missing
+        else None
+    )
+
+
 def product_view(
     registry: Registry, row: dict[str, Any], data: ProductData, spec: FleetSpec
 ) -> ProductView:
@@ -349,12 +362,13 @@ def product_view(
     notes: list[str] = []
     paths: tuple[BacktestPath, ...] = ()
     recomputed = None
-    if data.family is not None and data.series is not None:
+    why_not = data.why_not or missing_inputs(config, data.series)
+    if why_not is None and data.family is not None and data.series is not None:
         paths, recomputed = backtest_paths(config, data.family, data.series, metric)
         if not paths:
             notes.append("history too short to backtest: the forecast is the minimal one")
     else:
-        notes.append(f"backtest not recomputed: {data.why_not}")
+        notes.append(f"backtest not recomputed: {why_not}")
     season = data.family.season_length if data.family else config.season_length
     return ProductView(
         product_id=str(row["product_id"]),
@@ -382,7 +396,8 @@ def product_views(
     panel: pd.DataFrame,
     products: list[str],
 ) -> tuple[tuple[ProductView, ...], dict[str, str]]:
-    """The chosen products' views, and the products skipped with why (no model)."""
+    """The chosen products' views, and the products skipped with why (no model, or one whose
+    signature does not check out)."""
     if not products:
         return (), {}
     data = product_data(panel, spec, products, settings.as_of)
@@ -395,6 +410,8 @@ def product_views(
             views.append(product_view(registry, rows[pid], data[pid], spec))
         except NoModelError as exc:
             skipped[pid] = f"{exc} ({_outcome(rows[pid])})"
+        except ModelIntegrityError as exc:  # refused, as batch forecasting refuses it
+            skipped[pid] = str(exc)
     return tuple(views), skipped
 
 

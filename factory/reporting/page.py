@@ -24,6 +24,7 @@ FORECAST_COLOR = "#1f6fb4"
 BAND_COLORS = {"95": "rgba(31, 111, 180, 0.15)", "80": "rgba(31, 111, 180, 0.30)"}
 BACKTEST_COLORS = ("#e07b00", "#b5179e", "#2a9d8f", "#8d6e63", "#6a4c93")
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+TEMPLATE = "plotly_white"
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
 h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2.5rem; border-bottom: 1px solid #ddd; }
@@ -86,9 +87,10 @@ def counts(values: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in values.items())
 
 
-def values(array: Iterable[float]) -> list[float | None]:
-    """Numbers as plain JSON values (plotly writes numpy arrays as base64), 3 decimals."""
-    return [None if not np.isfinite(v) else round(float(v), 3) for v in array]
+def values(array: Iterable[float | None]) -> list[float | None]:
+    """Numbers as plain JSON values (plotly writes numpy arrays as base64), 3 decimals; a
+    missing or non-finite one as a gap."""
+    return [None if v is None or not np.isfinite(v) else round(float(v), 3) for v in array]
 
 
 def dates(array: Iterable[object]) -> list[str]:
@@ -160,6 +162,7 @@ def ecdf_figure(scores: tuple[ProductScore, ...], metric: str) -> go.Figure:
         yaxis_title="share of products",
         yaxis_tickformat=".0%",
         height=380,
+        template=TEMPLATE,
     )
     return fig
 
@@ -177,6 +180,7 @@ def ratio_figure(scores: tuple[ProductScore, ...]) -> go.Figure:
         yaxis_title="products",
         height=340,
         bargap=0.05,
+        template=TEMPLATE,
     )
     return fig
 
@@ -217,20 +221,24 @@ def family_figure(families: tuple[FamilySummary, ...], metric: str) -> go.Figure
         [
             go.Bar(
                 x=names,
-                y=[f.median_score for f in families],
+                y=values(f.median_score for f in families),
                 name="median winning candidate",
                 marker_color=FORECAST_COLOR,
             ),
             go.Bar(
                 x=names,
-                y=[f.median_baseline for f in families],
+                y=values(f.median_baseline for f in families),
                 name="median seasonal naive",
                 marker_color=BACKTEST_COLORS[0],
             ),
         ]
     )
     fig.update_layout(
-        barmode="group", title=f"median {metric} per family", yaxis_title=metric, height=340
+        barmode="group",
+        title=f"median {metric} per family",
+        yaxis_title=metric,
+        height=340,
+        template=TEMPLATE,
     )
     return fig
 
@@ -303,6 +311,7 @@ def product_figure(view: ProductView) -> go.Figure:
         yaxis_title="demand",
         height=420,
         hovermode="x unified",
+        template=TEMPLATE,
     )
     return fig
 

@@ -3,7 +3,7 @@
 import pytest
 
 from factory.core.fleet import GateSpec
-from factory.core.gate import ChampionScore, decide
+from factory.core.gate import ChampionScore, decide, fallback, minimal_decision
 
 DEFAULT = GateSpec()  # mase, baseline_margin 0.05, champion_margin 0.0
 
@@ -135,3 +135,40 @@ def test_evidence_rounds_to_six_places_and_names_the_metric():
     assert evidence["baseline"] == 0.666667
     assert evidence["champion"] == 0.5
     assert evidence["champion_version"] == "7"
+
+
+FALLBACK_CASES = [
+    # id, fallback candidate's score, champion, verdict, reason fragment (baseline 1.0, 5%)
+    ("first-model", 0.97, None, "registered", "keeping theta"),
+    ("same-config-new-data", 0.97, champ(0.97, same_config=True), "registered", "refresh of"),
+    ("same-config-same-data", 0.97, champ(0.97, True, True), "kept", "unchanged"),
+    ("beats-the-champion", 0.97, champ(0.99), "registered", "beats champion v3"),
+    ("champion-holds", 0.97, champ(0.90), "kept", "champion v3 holds"),
+    ("tie-keeps-the-champion", 0.97, champ(0.97), "kept", "champion v3 holds"),
+]
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "verdict", "fragment"),
+    [c[1:] for c in FALLBACK_CASES],
+    ids=[c[0] for c in FALLBACK_CASES],
+)
+def test_fallback_keeps_a_model_without_passing_the_margin(challenger, champion, verdict, fragment):
+    decision = fallback("theta", challenger, 1.0, champion, DEFAULT)
+    assert decision.verdict == verdict
+    assert decision.reason.startswith("fallback: no candidate beats seasonal naive 1 by 5%")
+    assert fragment in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("has_champion", "gate", "verdict"),
+    [
+        (False, DEFAULT, "registered"),
+        (True, DEFAULT, "kept"),
+        (False, GateSpec(fallback=False), "rejected"),
+    ],
+)
+def test_minimal_history_is_registered_only_as_a_first_model(has_champion, gate, verdict):
+    decision = minimal_decision("mean", 3, has_champion, gate)
+    assert decision.verdict == verdict
+    assert decision.challenger is None and decision.evidence()["challenger"] is None
