@@ -145,6 +145,9 @@ class EnsembleSpec(_Spec):
     kind: Literal["ensemble"]
     top_k: int = Field(3, ge=2)
     combine: Literal["mean", "median"] = "median"
+    # fixed members instead (candidate labels, e.g. [auto_ets, theta, auto_arima]: the
+    # classical combination), those of them that ran on the product
+    members: tuple[str, ...] = ()
 
 
 BaseModelSpec = Annotated[
@@ -199,6 +202,11 @@ class BacktestSpec(_Spec):
         if self.min_windows > self.windows:
             raise ValueError(f"min_windows ({self.min_windows}) exceeds windows ({self.windows})")
         return self
+
+
+def candidate_labels(kinds: Sequence[str]) -> list[str]:
+    """Each candidate's label: its kind, suffixed with its position when the kind repeats."""
+    return [k if kinds.count(k) == 1 else f"{k}_{i}" for i, k in enumerate(kinds)]
 
 
 def _short_models() -> tuple[BaseModelSpec, ...]:
@@ -264,6 +272,15 @@ class FamilySpec(_Spec):
             raise ValueError("models: at most one ensemble per family")
         if "ensemble" in kinds and len(kinds) < 3:
             raise ValueError("models: an ensemble needs at least two other candidates")
+        for spec in self.models:
+            if isinstance(spec, EnsembleSpec) and spec.members:
+                labels = candidate_labels([m.kind for m in self.models if m.kind != "ensemble"])
+                unknown = [m for m in spec.members if m not in labels]
+                if unknown:
+                    raise ValueError(
+                        f"ensemble members {', '.join(unknown)} are not candidates of this"
+                        f" family (its candidates: {', '.join(labels)})"
+                    )
         return self
 
     @property

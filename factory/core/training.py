@@ -19,7 +19,7 @@ from factory.core.backtest import (
     errors,
 )
 from factory.core.fingerprints import series_fingerprint
-from factory.core.fleet import EnsembleSpec, FamilySpec, GateSpec
+from factory.core.fleet import EnsembleSpec, FamilySpec, GateSpec, candidate_labels
 from factory.core.forecaster import FeatureConfig, ModelConfig, Series, fit, future_dates
 from factory.core.gate import ChampionScore, beats, decide, fallback, minimal_decision
 from factory.core.intervals import conformal_widths, naive_widths
@@ -72,10 +72,8 @@ def model_configs(family: FamilySpec, short: bool = False) -> dict[str, ModelCon
     aside; with `short`, also the short-history candidates the family does not have already."""
     feats = FeatureConfig(**family.features.model_dump())
     specs = [m for m in family.models if m.kind != "ensemble"]
-    kinds = [m.kind for m in specs]
     out = {}
-    for i, spec in enumerate(specs):
-        label = spec.kind if kinds.count(spec.kind) == 1 else f"{spec.kind}_{i}"
+    for label, spec in zip(candidate_labels([m.kind for m in specs]), specs, strict=True):
         params = spec.model_dump(exclude={"kind"})
         out[label] = ModelConfig(spec.kind, params, feats, family.season_length, family.frequency)
     if short:
@@ -202,18 +200,17 @@ def _backtest_candidates(
         outcome.timings[f"candidate.{label}_s"] = time.perf_counter() - start
     spec = ensemble_spec(family)
     ranked = sorted((k for k in results if k != BASELINE), key=lambda k: results[k].mean[metric])
-    if spec is not None and len(ranked) >= 2:
-        members = [results[k].config.key for k in ranked[: spec.top_k]]
+    chosen = [k for k in ranked if k in spec.members] if spec and spec.members else ranked
+    if spec is not None and len(chosen) >= 2:
+        chosen = chosen if spec.members else chosen[: spec.top_k]
         cfg = ModelConfig(
             "ensemble",
-            {"combine": spec.combine, "members": members},
-            results[ranked[0]].config.features,
+            {"combine": spec.combine, "members": [results[k].config.key for k in chosen]},
+            results[chosen[0]].config.features,
             family.season_length,
             family.frequency,
         )
-        results["ensemble"] = backtest_ensemble(
-            cfg, [results[k] for k in ranked[: spec.top_k]], series, windows
-        )
+        results["ensemble"] = backtest_ensemble(cfg, [results[k] for k in chosen], series, windows)
     return results
 
 

@@ -12,7 +12,7 @@ from factory.core.backtest import Window, adaptive_windows
 from factory.core.fleet import FamilySpec, GateSpec
 from factory.core.forecaster import FeatureConfig, ModelConfig, ProductModel, Series, fit, loads
 from factory.core.intervals import conformal_widths, naive_widths
-from factory.core.training import train_product
+from factory.core.training import ProductOutcome, _backtest_candidates, train_product
 
 START = np.datetime64("2015-01", "M")
 MONTHLY = {
@@ -259,3 +259,25 @@ def test_a_failing_candidate_is_dropped_not_the_product(monkeypatch):
     assert outcome.status == "registered"
     assert outcome.dropped["auto_ets"] == "RuntimeError: cannot fit"
     assert outcome.challenger == "ridge"
+
+
+def test_an_ensemble_with_fixed_members_combines_exactly_those():
+    fam = family(
+        {"kind": "naive"},
+        {"kind": "mean"},
+        {"kind": "theta"},
+        {"kind": "ensemble", "members": ["naive", "mean"], "combine": "mean"},
+    )
+    series = monthly(trend_season(84, noise=2))
+    windows = adaptive_windows(84, 12, 2, 1, 12, 12)
+    outcome = ProductOutcome("p", fam.name, "failed", "")
+    results = _backtest_candidates(outcome, series, fam, windows, "mase")
+    ensemble = results["ensemble"]
+    assert sorted(m.kind for m in ensemble.config.members) == ["mean", "naive"]  # not theta
+    for i, path in enumerate(ensemble.paths):
+        assert np.array_equal(path, (results["naive"].paths[i] + results["mean"].paths[i]) / 2)
+
+
+def test_ensemble_members_must_be_candidates_of_the_family():
+    with pytest.raises(ValueError, match=r"ensemble members arima are not candidates"):
+        family({"kind": "naive"}, {"kind": "mean"}, {"kind": "ensemble", "members": ["arima"]})
