@@ -76,7 +76,9 @@ def _prefect_environment(ctx: typer.Context) -> None:
 COMMAND_ROLES = {
     **dict.fromkeys(("train", "watch"), "trainer"),
     **dict.fromkeys(("promote", "rollback", "retire", "restore", "manifest", "doctor"), "promoter"),
-    **dict.fromkeys(("forecast", "status", "lineage", "verify", "audit", "serve"), "analyst"),
+    **dict.fromkeys(
+        ("forecast", "status", "lineage", "verify", "audit", "serve", "report"), "analyst"
+    ),
 }
 
 

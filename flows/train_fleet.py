@@ -29,6 +29,7 @@ from factory.core.outcomes import (
 )
 from tasks.prepare import prepare_fleet
 from tasks.repair import repair_registry
+from tasks.report import report_fleet
 from tasks.train import train_shard
 
 
@@ -88,6 +89,8 @@ def train_fleet(fleet_path: str = "fleet.yaml", products: list[str] | None = Non
         time.perf_counter() - t0,
         run_id,
     )
+    if reports:  # a run that trained something gets its page
+        summary.report = report_fleet(settings, fleet_path, run_id)
     publish(summary, records)
     log.info(summary.line())
     registered = [r.product_id for s in reports for r in s.registered.values()]

@@ -84,6 +84,15 @@ def summary_markdown(s: FleetSummary) -> str:
         *(f"| {k} | {v} |" for k, v in sorted(s.counts.items())),
         "",
         f"Shards: {s.shards}; Prefect task runs: {s.task_runs}.",
+        *(
+            [
+                "",
+                f"Report: [{s.report.name}]({s.report.as_uri()}) (`factory report` makes"
+                " another, for any products)",
+            ]
+            if s.report
+            else []
+        ),
         "",
         "| stage | ms per product |",
         "|---|---|",

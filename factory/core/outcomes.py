@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 from pydantic import BaseModel
@@ -91,6 +92,7 @@ class FleetSummary(BaseModel):
     history: dict[str, int] = {}  # trained products by path: full, short, minimal
     winners: dict[str, int] = {}  # registered models by kind
     candidate_ms: dict[str, float] = {}  # each candidate's backtest ms per product it ran on
+    report: Path | None = None  # the run's HTML report (`factory report`), when written
 
     def line(self) -> str:
         """One-line summary for logs and the CLI."""
@@ -288,7 +290,8 @@ def summarize(
         wall_s=wall_s,
         per_product_ms=cost_split(validation_s, shards, total),
         shards=len(shards),
-        task_runs=len(shards) + (2 if shards else 1),  # validate-data, shards, repair-registry
+        # validate-data, the shards, repair-registry, report-fleet
+        task_runs=len(shards) + (3 if shards else 1),
         budget_exceeded=bool(total) and bad / total > spec.failure_budget,
         **quality_split(shards),
     )

@@ -64,6 +64,7 @@ def boost_recent_demand(factor: float = 1.3, days: int = 20) -> None:
     panel = read_panel(url)
     recent = panel["ds"] > panel["ds"].max() - pd.Timedelta(days=days)
     panel.loc[recent, "y"] = (panel.loc[recent, "y"] * factor).round()
+    panel.loc[panel["ds"] == panel["ds"].max(), "y"] += 1  # every product's data changes
     write_panel(panel, url)
 
 
@@ -89,9 +90,17 @@ def promoted(fleet: Path) -> tuple[Path, dict[str, int]]:
     return fleet, production()
 
 
-def retrain_all(fleet: Path) -> None:
+def retrain_all(fleet: Path, before: dict[str, int]) -> dict[str, int]:
+    """New data for every product, trained: the products with a new staging version (a
+    product whose champion holds on its new data, or whose best candidate changed without
+    beating it, keeps its model) and their production versions before."""
     boost_recent_demand()
     train_fleet(str(fleet))
+    state = pd.read_parquet(get_settings().state_dir / "products.parquet")
+    registered = set(state.loc[state["status"] == "registered", "product_id"])
+    restaged = {p: v for p, v in before.items() if p in registered}
+    assert len(restaged) >= 4, state[["product_id", "status", "reason"]]
+    return restaged
 
 
 def test_training_writes_staging_only_and_new_products_are_promoted_within_limits(
@@ -122,12 +131,12 @@ def test_a_batch_over_the_limits_waits_and_an_approval_promotes_exactly_its_subs
     promoted: tuple[Path, dict[str, int]],
 ) -> None:
     fleet, before = promoted
-    retrain_all(fleet)
+    restaged = retrain_all(fleet, before)
     waiting = promote_fleet(str(fleet))
     assert waiting.status == "awaiting approval"
     assert any("of fleet volume" in r for r in waiting.needs_approval)
     assert "| product |" in waiting.description and production() == before
-    chosen = sorted(before)[:2]
+    chosen = sorted(restaged)[:2]
     approval = PromotionApproval(
         approver="alice", products=[*chosen, "NOPE"], reason="checked the plots"
     )
@@ -147,27 +156,27 @@ def test_a_rejection_promotes_nothing_and_records_why(
     promoted: tuple[Path, dict[str, int]],
 ) -> None:
     fleet, before = promoted
-    retrain_all(fleet)
+    restaged = retrain_all(fleet, before)
     approval = PromotionApproval(approver="bob", decision="reject", reason="holiday freeze")
     report = promote_fleet(str(fleet), approval=approval)
     assert report.status == "rejected" and report.promoted == {}
     assert production() == before
     (reject,) = [r for r in audit() if r.action == "reject"]
     assert reject.reason == "holiday freeze" and "approver: bob" in reject.actor
-    assert set(reject.products) == set(before)
+    assert set(reject.products) == set(restaged)
 
 
 def test_rolling_back_a_batch_restores_every_previous_version_and_stays_rolled_back(
     promoted: tuple[Path, dict[str, int]],
 ) -> None:
     fleet, before = promoted
-    retrain_all(fleet)
+    restaged = retrain_all(fleet, before)
     batch = promote_fleet(str(fleet), approval=PromotionApproval(approver="alice")).batch
-    assert all(v == before[p] + 1 for p, v in production().items())
+    assert all(v == before[p] + (p in restaged) for p, v in production().items())
 
     moves = rollback("forecasts too high", batch=batch)  # its speed: bench/lifecycle.py
-    assert production() == before and len(moves) == len(before)
-    for pid, version in before.items():
+    assert production() == before and len(moves) == len(restaged)
+    for pid, version in restaged.items():
         left = client().get_model_version(f"factory.production.{pid}", str(version + 1))
         assert "forecasts too high" in left.tags["factory.rolled_back"]
 
@@ -180,17 +189,17 @@ def test_rolling_back_a_batch_restores_every_previous_version_and_stays_rolled_b
     assert any("rolled back before" in r for r in again.needs_approval)
     (record,) = [r for r in audit() if r.action == "rollback"]
     assert record.batch == batch and record.reason == "forecasts too high"
-    assert {p: int(v) for p, v in record.versions.items()} == before
+    assert {p: int(v) for p, v in record.versions.items()} == restaged
 
 
 def test_a_rollback_to_a_tampered_version_is_refused_and_production_is_unchanged(
     promoted: tuple[Path, dict[str, int]],
 ) -> None:
     fleet, before = promoted
-    retrain_all(fleet)
+    restaged = retrain_all(fleet, before)
     batch = promote_fleet(str(fleet), approval=PromotionApproval(approver="alice")).batch
     after = production()
-    victim = sorted(before)[0]
+    victim = sorted(restaged)[0]
     name = f"factory.production.{victim}"
     uri = client().get_model_version_download_uri(name, str(before[victim]))
     folder = Path(uri.removeprefix("file://"))
@@ -238,13 +247,13 @@ def test_manifest_export_edit_apply_changes_exactly_the_edited_products(
     promoted: tuple[Path, dict[str, int]], tmp_path: Path
 ) -> None:
     fleet, before = promoted
-    retrain_all(fleet)
+    restaged = retrain_all(fleet, before)
     promote_fleet(str(fleet), approval=PromotionApproval(approver="alice"))
     from factory.adapters.registry.manifest import production_manifest
 
     exported = production_manifest(Registry(get_settings()))
     assert {p: e.version for p, e in exported.production.items()} == production()
-    edited = sorted(before)[3]
+    edited = sorted(restaged)[3]
     lines = dump_manifest(exported).splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith(f"  {edited}:"))
     path = tmp_path / "production.yaml"
@@ -276,8 +285,7 @@ def test_every_action_leaves_one_audit_record_and_one_event_and_the_chain_detect
     from factory.core.promotion import Retirement
 
     fleet, before = promoted
-    first = sorted(before)[0]
-    retrain_all(fleet)
+    first = sorted(retrain_all(fleet, before))[0]
     promote_fleet(str(fleet), approval=PromotionApproval(approver="a", reason="r"))
     rollback("r", products=[first])
     promote_fleet(str(fleet), approval=PromotionApproval(approver="b", decision="reject"))

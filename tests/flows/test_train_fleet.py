@@ -100,7 +100,8 @@ def test_quarantines_exactly_the_bad_products_and_registers_the_rest(fleet_run) 
     names = {rm.name for rm in c.search_registered_models(max_results=1000)}
     assert not any(pid in name for pid in DEFECTS for name in names)
     # a few task runs per flow run, not one per product
-    assert summary.task_runs == summary.shards + 2 < 30
+    assert summary.task_runs == summary.shards + 3 < 30
+    assert summary.report is not None and summary.report.exists()  # the run's HTML page
 
 
 def test_unchanged_data_registers_nothing_new(fleet_run) -> None:

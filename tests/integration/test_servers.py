@@ -91,15 +91,19 @@ def test_train_against_real_servers(servers, tmp_path: Path) -> None:
     shards = {t["name"] for t in tasks if t["name"].startswith("train-")}
     families = load_fleet(fleet).spec.assign(set(ids) - {ids[5]})
     assert len(shards) == sum(math.ceil(len(v) / 6) for v in families.values())
-    assert len(tasks) == len(shards) + 2
+    assert len(tasks) == len(shards) + 3  # validate-data, repair-registry, report-fleet
     assert all(t["state_type"] == "COMPLETED" for t in tasks)
     artifacts = api(
         prefect, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}}
     )
     by_key = {a["key"]: a for a in artifacts}
-    assert {"fleet-outcomes", "fleet-summary", "fleet-quarantine", "train-fleet-progress"} <= set(
-        by_key
-    )
+    assert {
+        "fleet-outcomes",
+        "fleet-summary",
+        "fleet-quarantine",
+        "fleet-report",
+        "train-fleet-progress",
+    } <= set(by_key)
     assert by_key["train-fleet-progress"]["data"] == 100.0
     table = json.loads(by_key["fleet-outcomes"]["data"])
     assert {row["product"] for row in table} == set(ids)
