@@ -63,42 +63,17 @@ def decide(
     exact configuration (so scores tie by construction) but was trained on new data.
     """
     m = gate.metric
-
-    def made(verdict: Verdict, reason: str) -> GateDecision:
-        return GateDecision(
-            verdict,
-            reason,
-            m,
-            challenger,
-            baseline,
-            None if champion is None else champion.score,
-            None if champion is None else champion.version,
-            gate.baseline_margin,
-            gate.champion_margin,
-        )
-
     if not beats(challenger, baseline, gate.baseline_margin):
-        return made(
-            "kept" if champion else "rejected",
+        verdict: Verdict = "kept" if champion else "rejected"
+        reason = (
             f"challenger {m} {challenger:.4g} does not beat seasonal naive {baseline:.4g} "
-            f"by {gate.baseline_margin:.0%}",
+            f"by {gate.baseline_margin:.0%}"
         )
-    if champion is None:
-        return made("registered", f"first model: {m} {challenger:.4g} vs naive {baseline:.4g}")
-    if champion.same_config:
-        if champion.same_data:
-            return made("kept", f"champion v{champion.version} unchanged: same config and data")
-        return made("registered", f"refresh of champion v{champion.version} on new data")
-    if beats(challenger, champion.score, gate.champion_margin):
-        return made(
-            "registered",
-            f"beats champion v{champion.version}: {m} {challenger:.4g} vs {champion.score:.4g}",
-        )
-    return made(
-        "kept",
-        f"champion v{champion.version} holds: {m} {champion.score:.4g}"
-        f" vs challenger {challenger:.4g}",
-    )
+    elif champion is None:
+        verdict, reason = "registered", f"first model: {m} {challenger:.4g} vs naive {baseline:.4g}"
+    else:
+        verdict, reason = _against_champion("challenger", challenger, champion, gate)
+    return _made(verdict, reason, challenger, baseline, champion, gate)
 
 
 def fallback(
@@ -108,35 +83,51 @@ def fallback(
     best candidate not worse than seasonal naive (`label`), else seasonal naive itself. It is
     registered as a first model, as a refresh of the same configuration on new data, or when it
     beats the re-scored champion; otherwise the champion stays."""
-    m = gate.metric
     why = f"no candidate beats seasonal naive {baseline:.4g} by {gate.baseline_margin:.0%}"
-
-    def made(verdict: Verdict, reason: str) -> GateDecision:
-        return GateDecision(
-            verdict,
-            f"fallback: {reason}",
-            m,
-            challenger,
-            baseline,
-            None if champion is None else champion.score,
-            None if champion is None else champion.version,
-            gate.baseline_margin,
-            gate.champion_margin,
-        )
-
     if champion is None:
-        return made("registered", f"{why}; keeping {label} ({m} {challenger:.4g})")
+        verdict: Verdict = "registered"
+        reason = f"keeping {label} ({gate.metric} {challenger:.4g})"
+    else:
+        verdict, reason = _against_champion(label, challenger, champion, gate)
+    return _made(verdict, f"fallback: {why}; {reason}", challenger, baseline, champion, gate)
+
+
+def _against_champion(
+    label: str, challenger: float, champion: ChampionScore, gate: GateSpec
+) -> tuple[Verdict, str]:
+    """A challenger against the champion re-scored on the same windows (ties keep it)."""
+    m, v = gate.metric, champion.version
     if champion.same_config:
         if champion.same_data:
-            return made("kept", f"{why}; champion v{champion.version} unchanged: same config, data")
-        return made("registered", f"{why}; refresh of champion v{champion.version} on new data")
+            return "kept", f"champion v{v} unchanged: same config and data"
+        return "registered", f"refresh of champion v{v} on new data"
     if beats(challenger, champion.score, gate.champion_margin):
-        return made(
+        return (
             "registered",
-            f"{why}; {label} ({m} {challenger:.4g}) beats champion v{champion.version}"
-            f" ({champion.score:.4g})",
+            f"{label} beats champion v{v}: {m} {challenger:.4g} vs {champion.score:.4g}",
         )
-    return made("kept", f"{why}; champion v{champion.version} holds ({m} {champion.score:.4g})")
+    return "kept", f"champion v{v} holds: {m} {champion.score:.4g} vs {label} {challenger:.4g}"
+
+
+def _made(
+    verdict: Verdict,
+    reason: str,
+    challenger: float | None,
+    baseline: float | None,
+    champion: ChampionScore | None,
+    gate: GateSpec,
+) -> GateDecision:
+    return GateDecision(
+        verdict,
+        reason,
+        gate.metric,
+        challenger,
+        baseline,
+        None if champion is None else champion.score,
+        None if champion is None else champion.version,
+        gate.baseline_margin,
+        gate.champion_margin,
+    )
 
 
 def minimal_decision(kind: str, n: int, has_champion: bool, gate: GateSpec) -> GateDecision:
@@ -149,14 +140,4 @@ def minimal_decision(kind: str, n: int, has_champion: bool, gate: GateSpec) -> G
         verdict, reason = "registered", f"minimal history: {n} periods, forecast = {kind}"
     else:
         verdict, reason = "rejected", f"{n} periods are too few to backtest (fallback is off)"
-    return GateDecision(
-        verdict,
-        reason,
-        gate.metric,
-        None,
-        None,
-        None,
-        None,
-        gate.baseline_margin,
-        gate.champion_margin,
-    )
+    return _made(verdict, reason, None, None, None, gate)

@@ -106,6 +106,14 @@ def warm_up(family: FamilySpec) -> None:
     classical.warm_up(tuple(sorted(kinds & set(classical.CLASSICAL_KINDS))))
 
 
+def product_windows(family: FamilySpec, n: int) -> list[Window]:
+    """A product's backtest windows: the family's, adapted to a history of n periods."""
+    b = family.backtest
+    return adaptive_windows(
+        n, family.horizon, b.windows, b.min_windows, family.backtest_step, family.min_train
+    )
+
+
 def history_path(family: FamilySpec, windows: list[Window]) -> HistoryPath:
     """Which path a product's backtest windows put it on."""
     if not windows:
@@ -130,15 +138,7 @@ def train_product(
     """Backtest every candidate and the baseline on windows fitted to the history's length,
     gate the best, refit it if it wins."""
     t0 = time.perf_counter()
-    b = family.backtest
-    windows = adaptive_windows(
-        len(series.y),
-        family.horizon,
-        b.windows,
-        b.min_windows,
-        family.backtest_step,
-        family.min_train,
-    )
+    windows = product_windows(family, len(series.y))
     path = history_path(family, windows)
     outcome = ProductOutcome(
         product_id,

@@ -20,12 +20,13 @@ from factory.adapters.registry.names import NoModelError
 from factory.adapters.registry.registry import Registry
 from factory.adapters.signing import ModelIntegrityError
 from factory.adapters.state import read_state
-from factory.core.backtest import adaptive_windows, backtest
+from factory.core.backtest import backtest
 from factory.core.contract import fleet_series, validate_panel
 from factory.core.errors import UserError
 from factory.core.fleet import FamilySpec, FleetSpec, load_fleet
 from factory.core.forecaster import ModelConfig, Series
 from factory.core.outcomes import name_ids
+from factory.core.training import product_windows
 from factory.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -307,15 +308,7 @@ def backtest_paths(
 ) -> tuple[tuple[BacktestPath, ...], float | None]:
     """The version's configuration backtested on the family's windows for this series: each
     window's forecast and score, and the mean score (no windows: a history too short)."""
-    b = family.backtest
-    windows = adaptive_windows(
-        len(series.y),
-        family.horizon,
-        b.windows,
-        b.min_windows,
-        family.backtest_step,
-        family.min_train,
-    )
+    windows = product_windows(family, len(series.y))
     if not windows:
         return (), None
     result = backtest(config, series, windows)

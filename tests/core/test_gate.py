@@ -121,7 +121,7 @@ def test_decide(challenger, baseline, champion, gate, verdict, fragment):
 def test_reason_quotes_the_numbers_and_version():
     decision = decide(0.7, 1.0, champ(0.8, version="12"), DEFAULT)
 
-    assert decision.reason == "beats champion v12: mase 0.7 vs 0.8"
+    assert decision.reason == "challenger beats champion v12: mase 0.7 vs 0.8"
 
 
 def test_evidence_rounds_to_six_places_and_names_the_metric():

@@ -103,13 +103,19 @@ def test_batch_forecast_equals_the_pyfunc_forecast_of_the_same_version(
     serving = frame[frame["role"] == "serving"]
     assert set(serving["unique_id"]) == set(registered)
     assert (serving.groupby("unique_id").size() == 28).all()  # each product once, full horizon
-    for pid in registered[:3]:
+    kinds = set()
+    for pid in registered:  # lag models, classical models and ensembles alike
         rows = serving[serving["unique_id"] == pid].reset_index(drop=True)
         assert set(rows["model_name"]) == {f"factory.production.{pid}"}
         assert set(rows["model_version"]) == {"1"}
         expected = pyfunc_forecast(f"factory.production.{pid}", "1")
         assert list(rows["ds"]) == list(expected["ds"])
-        assert rows["yhat"].tolist() == pytest.approx(expected["yhat"].tolist(), rel=1e-12)
+        for column in ("yhat", *intervals):
+            assert rows[column].tolist() == pytest.approx(expected[column].tolist(), rel=1e-12)
+        kinds.add(
+            client().get_model_version(f"factory.production.{pid}", "1").tags["factory.model_kind"]
+        )
+    assert kinds & {"theta", "croston", "ensemble"}, kinds  # the repo fleet's classical kinds
     history = read_forecast_history(get_settings().resolved_forecasts_url)
     assert {"role", "model_version", "model_name"} <= set(history.columns)
     assert set(history.loc[history["unique_id"].isin(registered), "role"]) >= {"serving"}
