@@ -148,6 +148,9 @@ class EnsembleSpec(_Spec):
     # fixed members instead (candidate labels, e.g. [auto_ets, theta, auto_arima]: the
     # classical combination), those of them that ran on the product
     members: tuple[str, ...] = ()
+    # another candidate is chosen over the ensemble only when it beats the ensemble's
+    # backtest score by this fraction (0: the best score wins outright)
+    margin: float = Field(0.0, ge=0, lt=1)
 
 
 BaseModelSpec = Annotated[

@@ -154,7 +154,7 @@ def train_product(
         return _train_minimal(outcome, series, family, gate, champion)
     results = _backtest_candidates(outcome, series, family, windows, gate.metric)
     metric = gate.metric
-    label = min(results, key=lambda k: (k == BASELINE, results[k].mean[metric]))
+    label = challenger_label(results, metric, ensemble_spec(family))
     baseline = results[BASELINE].mean[metric]
     passes = beats(results[label].mean[metric], baseline, gate.baseline_margin)
     if not passes and gate.fallback and results[label].mean[metric] > baseline:
@@ -175,6 +175,20 @@ def train_product(
         _attach_model(outcome, best.config, series, family.horizon, widths)
     outcome.timings |= {"backtest_s": t1 - t0, "fit_s": time.perf_counter() - t1}
     return outcome
+
+
+def challenger_label(
+    results: dict[str, BacktestResult], metric: str, ensemble: EnsembleSpec | None
+) -> str:
+    """The best candidate by backtest score; the ensemble unless another beats it by the
+    ensemble's `margin` (a few windows rank close candidates by chance: the combination is
+    the steadier choice)."""
+    label = min(results, key=lambda k: (k == BASELINE, results[k].mean[metric]))
+    if ensemble is None or "ensemble" not in results or label == "ensemble":
+        return label
+    if beats(results[label].mean[metric], results["ensemble"].mean[metric], ensemble.margin):
+        return label
+    return "ensemble"
 
 
 def _backtest_candidates(

@@ -8,11 +8,17 @@ import numpy as np
 import pytest
 
 from factory.core import classical
-from factory.core.backtest import Window, adaptive_windows
-from factory.core.fleet import FamilySpec, GateSpec
+from factory.core.backtest import BacktestResult, Window, adaptive_windows
+from factory.core.fleet import EnsembleSpec, FamilySpec, GateSpec
 from factory.core.forecaster import FeatureConfig, ModelConfig, ProductModel, Series, fit, loads
 from factory.core.intervals import conformal_widths, naive_widths
-from factory.core.training import ProductOutcome, _backtest_candidates, train_product
+from factory.core.metrics import METRICS
+from factory.core.training import (
+    ProductOutcome,
+    _backtest_candidates,
+    challenger_label,
+    train_product,
+)
 
 START = np.datetime64("2015-01", "M")
 MONTHLY = {
@@ -281,3 +287,23 @@ def test_an_ensemble_with_fixed_members_combines_exactly_those():
 def test_ensemble_members_must_be_candidates_of_the_family():
     with pytest.raises(ValueError, match=r"ensemble members arima are not candidates"):
         family({"kind": "naive"}, {"kind": "mean"}, {"kind": "ensemble", "members": ["arima"]})
+
+
+def result(kind: str, mase: float) -> BacktestResult:
+    return BacktestResult(config(kind), ({m: mase for m in METRICS},))
+
+
+@pytest.mark.parametrize(
+    ("scores", "margin", "expected"),
+    [
+        ({"theta": 0.90, "ensemble": 0.95}, 0.0, "theta"),  # the best score wins outright
+        ({"theta": 0.90, "ensemble": 0.95}, 0.10, "ensemble"),  # 0.90 is not 10% below 0.95
+        ({"theta": 0.80, "ensemble": 0.95}, 0.10, "theta"),  # 0.80 < 0.855
+        ({"theta": 0.99, "ensemble": 0.95}, 0.10, "ensemble"),
+    ],
+)
+def test_the_ensemble_margin_keeps_the_combination_unless_clearly_beaten(scores, margin, expected):
+    results = {"seasonal_naive": result("seasonal_naive", 1.0)}
+    results |= {k: result(k, v) for k, v in scores.items()}
+    spec = EnsembleSpec(kind="ensemble", margin=margin)
+    assert challenger_label(results, "mase", spec) == expected
