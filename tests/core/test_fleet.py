@@ -51,7 +51,7 @@ def test_repo_fleet_loads():
     assert loaded.spec.retirement.no_sales_periods == 90
     assert loaded.spec.family("fast-movers").features.exogenous == ("price", "promo")
     kinds = [m.kind for m in loaded.spec.family("long-tail").models]
-    assert kinds == ["ridge", "lightgbm", "croston", "ensemble"]
+    assert kinds == ["ridge", "lightgbm", "croston", "tsb", "ensemble"]
     assert loaded.path == REPO_FLEET
     assert loaded.sha256 == hashlib.sha256(REPO_FLEET.read_bytes()).hexdigest()
 
