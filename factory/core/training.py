@@ -100,10 +100,14 @@ def min_train(config: ModelConfig) -> int:
     return 1 if config.kind in ("naive", "mean", BASELINE) else 2
 
 
-def warm_up(family: FamilySpec) -> None:
-    """Compile the family's classical candidates once in this process (not per product)."""
-    kinds = {m.kind for m in (*family.models, *family.short_history.models)}
-    classical.warm_up(tuple(sorted(kinds & set(classical.CLASSICAL_KINDS))))
+def warm_up(family: FamilySpec, items: list[tuple[str, Series]]) -> None:
+    """Compile the classical candidates these products will use once in this process (not
+    per product): the family's, and its short-history ones when a product is short."""
+    kinds = {m.kind for m in family.models}
+    if any(len(series.y) < family.min_history for _, series in items):
+        kinds |= {m.kind for m in family.short_history.models} | {family.short_history.minimal}
+    if used := kinds & set(classical.CLASSICAL_KINDS):
+        classical.warm_up(tuple(sorted(used)))
 
 
 def product_windows(family: FamilySpec, n: int) -> list[Window]:
@@ -315,7 +319,7 @@ def train_many(
     champions: dict[str, ChampionRef],
 ) -> list[ProductOutcome]:
     """Train a batch of products; a product that raises becomes a failed outcome with its error."""
-    warm_up(family)
+    warm_up(family, items)
     out = []
     for pid, series in items:
         try:
