@@ -7,12 +7,10 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PositiveInt,
     ValidationError,
@@ -20,6 +18,16 @@ from pydantic import (
     model_validator,
 )
 
+from factory.core.candidates import (
+    BaseModelSpec,
+    EnsembleSpec,
+    MeanSpec,
+    ModelSpec,
+    NaiveSpec,
+    StrictSpec,
+    ThetaSpec,
+    candidate_labels,
+)
 from factory.core.errors import UserError
 
 
@@ -29,152 +37,10 @@ class FleetError(UserError, ValueError):
     hint = "fix fleet.yaml at the line shown; keys and types are in the README"
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RidgeSpec(_Spec):
-    """scikit-learn Ridge regression on the family's features."""
-
-    kind: Literal["ridge"]
-    alpha: float = Field(1.0, ge=0)
-
-
-class ElasticNetSpec(_Spec):
-    """scikit-learn ElasticNet on the family's features."""
-
-    kind: Literal["elastic_net"]
-    alpha: float = Field(0.1, ge=0)
-    l1_ratio: float = Field(0.5, ge=0, le=1)
-
-
-class RandomForestSpec(_Spec):
-    """scikit-learn RandomForestRegressor on the family's features."""
-
-    kind: Literal["random_forest"]
-    n_estimators: PositiveInt = 100
-    max_depth: PositiveInt | None = 8
-    min_samples_leaf: PositiveInt = 5
-
-
-class LightGBMSpec(_Spec):
-    """LightGBM gradient boosting on the family's features."""
-
-    kind: Literal["lightgbm"]
-    n_estimators: PositiveInt = 100
-    learning_rate: float = Field(0.05, gt=0, le=1)
-    num_leaves: int = Field(31, ge=2)
-    min_data_in_leaf: PositiveInt = 20
-    feature_fraction: float = Field(1.0, gt=0, le=1)
-    objective: Literal["regression", "poisson", "tweedie", "l1"] = "regression"
-
-
-class AutoETSSpec(_Spec):
-    """Exponential smoothing (ETS), its form chosen by AICc: statsforecast's AutoETS."""
-
-    kind: Literal["auto_ets"]
-    # error, trend, season: A additive, M multiplicative, N none, Z chosen
-    model: str = Field("ZZZ", pattern=r"^[AMZ][ANMZ][ANMZ]$")
-    damped: bool | None = None  # None: tried both ways
-
-
-class ThetaSpec(_Spec):
-    """The Theta family: standard, optimized, dynamic, or the best of them (auto)."""
-
-    kind: Literal["theta"]
-    variant: Literal["auto", "standard", "optimized", "dynamic", "dynamic_optimized"] = "auto"
-    decomposition: Literal["multiplicative", "additive"] = "multiplicative"
-
-
-class AutoARIMASpec(_Spec):
-    """Seasonal ARIMA, orders chosen by a stepwise AICc search: statsforecast's AutoARIMA."""
-
-    kind: Literal["auto_arima"]
-    max_p: int = Field(5, ge=0, le=10)
-    max_q: int = Field(5, ge=0, le=10)
-    max_P: int = Field(2, ge=0, le=4)
-    max_Q: int = Field(2, ge=0, le=4)
-    stepwise: bool = True
-    approximation: bool = True  # approximate likelihood during the search (much faster)
-    nmodels: PositiveInt = 94
-
-
-class CrostonSpec(_Spec):
-    """Croston's method for intermittent demand (classic, SBA-debiased, or optimized)."""
-
-    kind: Literal["croston"]
-    variant: Literal["classic", "sba", "optimized"] = "sba"
-
-
-class ADIDASpec(_Spec):
-    """ADIDA: temporal aggregation to the mean interval between sales, then smoothing."""
-
-    kind: Literal["adida"]
-
-
-class IMAPASpec(_Spec):
-    """IMAPA: ADIDA over several aggregation levels, averaged."""
-
-    kind: Literal["imapa"]
-
-
-class TSBSpec(_Spec):
-    """Teunter-Syntetos-Babai: smooths demand size and the probability of a sale."""
-
-    kind: Literal["tsb"]
-    alpha_d: float = Field(0.1, gt=0, le=1)
-    alpha_p: float = Field(0.1, gt=0, le=1)
-
-
-class NaiveSpec(_Spec):
-    """The last value, repeated."""
-
-    kind: Literal["naive"]
-
-
-class MeanSpec(_Spec):
-    """The mean of the history, repeated."""
-
-    kind: Literal["mean"]
-
-
-class EnsembleSpec(_Spec):
-    """The best `top_k` of the family's other candidates by backtest score, combined step by
-    step; backtested on the same windows like any candidate."""
-
-    kind: Literal["ensemble"]
-    top_k: int = Field(3, ge=2)
-    combine: Literal["mean", "median"] = "median"
-    # fixed members instead (candidate labels, e.g. [auto_ets, theta, auto_arima]: the
-    # classical combination), those of them that ran on the product
-    members: tuple[str, ...] = ()
-    # another candidate is chosen over the ensemble only when it beats the ensemble's
-    # backtest score by this fraction (0: the best score wins outright)
-    margin: float = Field(0.0, ge=0, lt=1)
-
-
-BaseModelSpec = Annotated[
-    RidgeSpec
-    | ElasticNetSpec
-    | RandomForestSpec
-    | LightGBMSpec
-    | AutoETSSpec
-    | ThetaSpec
-    | AutoARIMASpec
-    | CrostonSpec
-    | ADIDASpec
-    | IMAPASpec
-    | TSBSpec
-    | NaiveSpec
-    | MeanSpec,
-    Field(discriminator="kind"),
-]
-ModelSpec = Annotated[BaseModelSpec | EnsembleSpec, Field(discriminator="kind")]
-FEATURE_KINDS = ("ridge", "elastic_net", "random_forest", "lightgbm")
 CalendarFeature = Literal["dayofweek", "dayofmonth", "dayofyear", "weekofyear", "month"]
 
 
-class FeatureSpec(_Spec):
+class FeatureSpec(StrictSpec):
     """Features built from each product's own history (and named exogenous columns)."""
 
     lags: tuple[PositiveInt, ...] = (1, 7, 14, 28)
@@ -188,7 +54,7 @@ class FeatureSpec(_Spec):
         return max((*self.lags, *self.rolling_means, 1))
 
 
-class BacktestSpec(_Spec):
+class BacktestSpec(StrictSpec):
     """Rolling-origin backtest: `windows` forecasts of the horizon, `step` periods apart.
 
     A product too short for them gets fewer windows (down to `min_windows`), then shorter ones,
@@ -207,16 +73,11 @@ class BacktestSpec(_Spec):
         return self
 
 
-def candidate_labels(kinds: Sequence[str]) -> list[str]:
-    """Each candidate's label: its kind, suffixed with its position when the kind repeats."""
-    return [k if kinds.count(k) == 1 else f"{k}_{i}" for i, k in enumerate(kinds)]
-
-
 def _short_models() -> tuple[BaseModelSpec, ...]:
     return (ThetaSpec(kind="theta"), NaiveSpec(kind="naive"), MeanSpec(kind="mean"))
 
 
-class ShortHistorySpec(_Spec):
+class ShortHistorySpec(StrictSpec):
     """Candidates added for products too short for the family's full backtest (the family's
     own candidates still run where their history allows), and the forecast of a product too
     short to backtest at all."""
@@ -225,7 +86,7 @@ class ShortHistorySpec(_Spec):
     minimal: Literal["mean", "naive"] = "mean"
 
 
-class ValidationSpec(_Spec):
+class ValidationSpec(StrictSpec):
     """Per-product data checks beyond the panel schema."""
 
     min_history: PositiveInt | None = None
@@ -233,7 +94,7 @@ class ValidationSpec(_Spec):
     allow_gaps: bool = False
 
 
-class ProductSelector(_Spec):
+class ProductSelector(StrictSpec):
     """Which products a family covers: explicit ids, glob patterns, or all products in the data."""
 
     ids: tuple[str, ...] = ()
@@ -254,7 +115,7 @@ class ProductSelector(_Spec):
         return self.all or any(fnmatch.fnmatchcase(product_id, p) for p in self.match)
 
 
-class FamilySpec(_Spec):
+class FamilySpec(StrictSpec):
     """A pipeline for one category of use case and the products it covers."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
@@ -309,7 +170,7 @@ class FamilySpec(_Spec):
         return max(self.validation.min_history or 0, needed)
 
 
-class GateSpec(_Spec):
+class GateSpec(StrictSpec):
     """What a challenger must beat to be registered."""
 
     metric: Literal["mase", "wape", "smape", "mae", "rmse"] = "mase"
@@ -320,7 +181,7 @@ class GateSpec(_Spec):
     fallback: bool = True
 
 
-class PromotionSpec(_Spec):
+class PromotionSpec(StrictSpec):
     """How staging winners reach production.
 
     `auto`: every gate winner is copied at training time (the demo). `approve`: the
@@ -346,14 +207,14 @@ class PromotionSpec(_Spec):
         return self
 
 
-class RetirementSpec(_Spec):
+class RetirementSpec(StrictSpec):
     """When a product's models leave production (they are kept, never deleted)."""
 
     removed_from_fleet: bool = True  # no family covers the product any more
     no_sales_periods: PositiveInt | None = None  # no sales for this many periods
 
 
-class FleetSpec(_Spec):
+class FleetSpec(StrictSpec):
     """The whole fleet: families, gate, promotion, retirement, sharding and failure budget."""
 
     version: Literal[1] = 1

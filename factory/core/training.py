@@ -18,8 +18,9 @@ from factory.core.backtest import (
     backtest_ensemble,
     errors,
 )
+from factory.core.candidates import EnsembleSpec, candidate_labels
 from factory.core.fingerprints import series_fingerprint
-from factory.core.fleet import EnsembleSpec, FamilySpec, GateSpec, candidate_labels
+from factory.core.fleet import FamilySpec, GateSpec
 from factory.core.forecaster import FeatureConfig, ModelConfig, Series, fit, future_dates
 from factory.core.gate import ChampionScore, beats, decide, fallback, minimal_decision
 from factory.core.intervals import conformal_widths, naive_widths

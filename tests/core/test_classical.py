@@ -9,7 +9,8 @@ import pytest
 
 from factory.core import classical
 from factory.core.backtest import BacktestResult, Window, adaptive_windows
-from factory.core.fleet import EnsembleSpec, FamilySpec, GateSpec
+from factory.core.candidates import EnsembleSpec
+from factory.core.fleet import FamilySpec, GateSpec
 from factory.core.forecaster import FeatureConfig, ModelConfig, ProductModel, Series, fit, loads
 from factory.core.intervals import conformal_widths, naive_widths
 from factory.core.metrics import METRICS
