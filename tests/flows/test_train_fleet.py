@@ -224,7 +224,7 @@ def test_run_fails_past_the_failure_budget(fleet_run, tmp_path: Path) -> None:
     from flows.train_fleet import train_fleet
 
     strict = write_fleet(tmp_path / "strict.yaml", failure_budget=0.05)
-    with pytest.raises(BudgetExceeded, match="3 of 30 products quarantined"):
+    with pytest.raises(BudgetExceeded, match="2 of 30 products quarantined"):
         train_fleet(str(strict))
     assert not all_versions(client())  # nothing trained, nothing registered
 
