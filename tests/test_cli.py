@@ -231,7 +231,17 @@ def train_env(trained: dict) -> dict:
 def status_rows(*args: str) -> dict[str, dict[str, str]]:
     result = invoke("status", *args)
     assert result.exit_code == 0, result.output
-    header = ("family", "status", "production", "staging", "kind", "score", "baseline", "reason")
+    header = (
+        "family",
+        "status",
+        "history",
+        "production",
+        "staging",
+        "kind",
+        "score",
+        "baseline",
+        "reason",
+    )
     assert all(h in result.stdout for h in ("product", *header))
     return {
         row[0]: dict(zip(header, row[1:], strict=True))
