@@ -38,16 +38,30 @@ class RandomForestSpec(StrictSpec):
     min_samples_leaf: PositiveInt = 5
 
 
-class LightGBMSpec(StrictSpec):
-    """LightGBM gradient boosting on the family's features."""
+class BoostingParams(StrictSpec):
+    """LightGBM's parameters, shared by the per-product and the pooled kind."""
 
-    kind: Literal["lightgbm"]
     n_estimators: PositiveInt = 100
     learning_rate: float = Field(0.05, gt=0, le=1)
     num_leaves: int = Field(31, ge=2)
     min_data_in_leaf: PositiveInt = 20
     feature_fraction: float = Field(1.0, gt=0, le=1)
     objective: Literal["regression", "poisson", "tweedie", "l1"] = "regression"
+
+
+class LightGBMSpec(BoostingParams):
+    """LightGBM gradient boosting on one product's features."""
+
+    kind: Literal["lightgbm"]
+
+
+class PooledLightGBMSpec(BoostingParams):
+    """One LightGBM trained across the products trained together (a shard of the family), on
+    each product's features scaled by its recent level; forecasts per product as usual.
+    Registration stays one model version per product (it carries the shared booster)."""
+
+    kind: Literal["pooled_lightgbm"]
+    n_estimators: PositiveInt = 300
 
 
 class AutoETSSpec(StrictSpec):
@@ -139,6 +153,7 @@ BaseModelSpec = Annotated[
     | ElasticNetSpec
     | RandomForestSpec
     | LightGBMSpec
+    | PooledLightGBMSpec
     | AutoETSSpec
     | ThetaSpec
     | AutoARIMASpec

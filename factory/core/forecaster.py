@@ -135,6 +135,34 @@ def default_future_exog(history: Series, horizon: int, names: tuple[str, ...]) -
     return out
 
 
+POOLED = "pooled_lightgbm"
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """A product's share of a pooled model: the booster trained across products, and the
+    product's level that its series is divided by before features are made."""
+
+    booster: Any
+    scale: float
+
+
+def level(y: np.ndarray, config: ModelConfig) -> float:
+    """A series' recent level (mean absolute value of its last two seasons or lookback),
+    else of the whole series, else 1: what a pooled model scales the product by."""
+    recent = max(2 * config.season_length, config.features.lookback)
+    for part in (y[-recent:], y):
+        value = float(np.abs(part).mean()) if len(part) else 0.0
+        if np.isfinite(value) and value > 0:
+            return value
+    return 1.0
+
+
+def scaled(series: Series, scale: float) -> Series:
+    """The series divided by a scale (exogenous inputs unchanged)."""
+    return Series(series.ds, series.y / scale, series.exog)
+
+
 class Fitted:
     """A fitted candidate that forecasts recursively from a history."""
 
@@ -158,7 +186,16 @@ class Fitted:
         if cfg.kind == "ensemble":
             paths = np.vstack([m.forecast(history, ds, exog) for m in self.estimator])
             return combine(paths, cfg.params["combine"])
-        feats = cfg.features
+        if cfg.kind == POOLED:
+            scale = self.estimator.scale
+            return self._recursive(scaled(history, scale), ds, exog) * scale
+        return self._recursive(history, ds, exog)
+
+    def _recursive(
+        self, history: Series, ds: np.ndarray, exog: dict[str, np.ndarray] | None
+    ) -> np.ndarray:
+        """One step at a time, each forecast feeding the next step's lags."""
+        h, feats = len(ds), self.config.features
         exog = exog or default_future_exog(history, h, feats.exogenous)
         static = np.hstack(
             [
@@ -187,6 +224,8 @@ class Fitted:
             return x @ coef + intercept
         if self.config.kind == "lightgbm":
             return self.estimator.predict(x, num_threads=1)
+        if self.config.kind == POOLED:
+            return self.estimator.booster.predict(x, num_threads=1)
         return self.estimator.predict(x)
 
     def dumps(self) -> bytes:
@@ -201,6 +240,9 @@ class Fitted:
             return json.dumps({"members": parts}).encode()
         if kind == "lightgbm":
             return self.estimator.model_to_string().encode()
+        if kind == POOLED:
+            booster = self.estimator.booster.model_to_string()
+            return json.dumps({"scale": self.estimator.scale, "booster": booster}).encode()
         import skops.io as sio
 
         return sio.dumps(self.estimator)
@@ -246,8 +288,11 @@ def seasonal_naive(y: np.ndarray, horizon: int, season: int) -> np.ndarray:
     return np.resize(last, horizon).astype("float64")
 
 
-def fit(config: ModelConfig, series: Series, seed: int = 0) -> Fitted:
-    """Fit a candidate on a history (deterministic: fixed seeds, one thread)."""
+def fit(
+    config: ModelConfig, series: Series, seed: int = 0, shared: dict[str, Any] | None = None
+) -> Fitted:
+    """Fit a candidate on a history (deterministic: fixed seeds, one thread). A pooled
+    candidate takes its booster, trained across products, from `shared` (by config key)."""
     if config.kind == "seasonal_naive":
         return Fitted(config, None)
     if config.kind in classical.CLASSICAL_KINDS:
@@ -255,30 +300,38 @@ def fit(config: ModelConfig, series: Series, seed: int = 0) -> Fitted:
             config, classical.fit(config.kind, config.params, config.season_length, series.y)
         )
     if config.kind == "ensemble":
-        return Fitted(config, [fit(m, series, seed) for m in config.members])
+        return Fitted(config, [fit(m, series, seed, shared) for m in config.members])
+    if config.kind == POOLED:
+        if shared is None or config.key not in shared:
+            raise ValueError("a pooled model is trained across products, not on one series")
+        return Fitted(config, Pooled(shared[config.key], level(series.y, config)))
     lookback = config.features.lookback
     x = design_matrix(series, config.features, lookback)
     y = series.y[lookback:]
-    p = dict(config.params)
     if config.kind == "lightgbm":
-        import lightgbm as lgb
+        return Fitted(config, train_booster(config.params, x, y, seed))
+    return Fitted(config, _sklearn(config.kind, dict(config.params), seed).fit(x, y))
 
-        params = {
-            "objective": p.pop("objective", "regression"),
-            "learning_rate": p.pop("learning_rate", 0.05),
-            "num_leaves": p.pop("num_leaves", 31),
-            "min_data_in_leaf": p.pop("min_data_in_leaf", 20),
-            "feature_fraction": p.pop("feature_fraction", 1.0),
-            "deterministic": True,
-            "force_row_wise": True,
-            "num_threads": 1,
-            "seed": seed,
-            "verbose": -1,
-        }
-        rounds = p.pop("n_estimators", 100)
-        booster = lgb.train(params, lgb.Dataset(x, y, free_raw_data=True), num_boost_round=rounds)
-        return Fitted(config, booster)
-    return Fitted(config, _sklearn(config.kind, p, seed).fit(x, y))
+
+def train_booster(params: dict[str, Any], x: np.ndarray, y: np.ndarray, seed: int = 0) -> Any:
+    """A LightGBM booster from a candidate's parameters (deterministic, one thread)."""
+    import lightgbm as lgb
+
+    p = dict(params)
+    settings = {
+        "objective": p.pop("objective", "regression"),
+        "learning_rate": p.pop("learning_rate", 0.05),
+        "num_leaves": p.pop("num_leaves", 31),
+        "min_data_in_leaf": p.pop("min_data_in_leaf", 20),
+        "feature_fraction": p.pop("feature_fraction", 1.0),
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": 1,
+        "seed": seed,
+        "verbose": -1,
+    }
+    rounds = p.pop("n_estimators", 100)
+    return lgb.train(settings, lgb.Dataset(x, y, free_raw_data=True), num_boost_round=rounds)
 
 
 def _sklearn(kind: str, params: dict[str, Any], seed: int) -> Any:
@@ -329,6 +382,12 @@ def loads(config: ModelConfig, payload: bytes) -> Fitted:
         import lightgbm as lgb
 
         return Fitted(config, lgb.Booster(model_str=payload.decode()))
+    if config.kind == POOLED:
+        import lightgbm as lgb
+
+        raw = json.loads(payload)
+        booster = lgb.Booster(model_str=str(raw["booster"]))
+        return Fitted(config, Pooled(booster, float(raw["scale"])))
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(data=payload)

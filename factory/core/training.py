@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from factory.core import classical
+from factory.core import classical, pooled
 from factory.core.backtest import (
     BacktestResult,
     Window,
@@ -17,11 +17,19 @@ from factory.core.backtest import (
     backtest,
     backtest_ensemble,
     errors,
+    scored,
 )
 from factory.core.candidates import EnsembleSpec, candidate_labels
 from factory.core.fingerprints import series_fingerprint
 from factory.core.fleet import FamilySpec, GateSpec
-from factory.core.forecaster import FeatureConfig, ModelConfig, Series, fit, future_dates
+from factory.core.forecaster import (
+    POOLED,
+    FeatureConfig,
+    ModelConfig,
+    Series,
+    fit,
+    future_dates,
+)
 from factory.core.gate import ChampionScore, beats, decide, fallback, minimal_decision
 from factory.core.intervals import conformal_widths, naive_widths
 
@@ -96,6 +104,8 @@ def ensemble_spec(family: FamilySpec) -> EnsembleSpec | None:
 def min_train(config: ModelConfig) -> int:
     """Periods a candidate needs before a backtest origin: lag features need their lookback
     plus two seasons of rows; classical methods a couple of points; naive and mean one."""
+    if config.kind == POOLED:
+        return pooled.min_train(config)
     if config.uses_features:
         return config.features.lookback + 2 * config.season_length
     return 1 if config.kind in ("naive", "mean", BASELINE) else 2
@@ -109,6 +119,18 @@ def warm_up(family: FamilySpec, items: list[tuple[str, Series]]) -> None:
         kinds |= {m.kind for m in family.short_history.models} | {family.short_history.minimal}
     if used := kinds & set(classical.CLASSICAL_KINDS):
         classical.warm_up(tuple(sorted(used)))
+
+
+def pooled_candidates(family: FamilySpec, items: list[tuple[str, Series]]) -> pooled.PooledRun:
+    """The family's pooled candidates trained across these products, once for the batch."""
+    configs = {k: c for k, c in model_configs(family, short=True).items() if c.kind == POOLED}
+    if not configs:
+        return pooled.PooledRun()
+    windows = {pid: product_windows(family, len(series.y)) for pid, series in items}
+    try:
+        return pooled.pooled_run(configs, items, windows, limit=2 * family.backtest.windows)
+    except Exception as exc:  # the per-product candidates still run
+        return pooled.failed(configs, items, f"pooled training failed: {type(exc).__name__}: {exc}")
 
 
 def product_windows(family: FamilySpec, n: int) -> list[Window]:
@@ -139,9 +161,11 @@ def train_product(
     family: FamilySpec,
     gate: GateSpec,
     champion: ChampionRef | None = None,
+    shared: pooled.PooledRun | None = None,
 ) -> ProductOutcome:
     """Backtest every candidate and the baseline on windows fitted to the history's length,
-    gate the best, refit it if it wins."""
+    gate the best, refit it if it wins. `shared` holds the pooled candidates of the batch
+    this product is trained in."""
     t0 = time.perf_counter()
     windows = product_windows(family, len(series.y))
     path = history_path(family, windows)
@@ -157,7 +181,8 @@ def train_product(
     )
     if not windows:
         return _train_minimal(outcome, series, family, gate, champion)
-    results = _backtest_candidates(outcome, series, family, windows, gate.metric)
+    shared = shared or pooled.PooledRun()
+    results = _backtest_candidates(outcome, series, family, windows, gate.metric, shared)
     metric = gate.metric
     label = challenger_label(results, metric, ensemble_spec(family))
     baseline = results[BASELINE].mean[metric]
@@ -177,7 +202,7 @@ def train_product(
     outcome.challenger, outcome.config_json = label, best.config.key
     if decision.verdict == "registered":
         widths = conformal_widths(errors(best, series, windows), family.horizon)
-        _attach_model(outcome, best.config, series, family.horizon, widths)
+        _attach_model(outcome, best.config, series, family.horizon, widths, shared.shared)
     outcome.timings |= {"backtest_s": t1 - t0, "fit_s": time.perf_counter() - t1}
     return outcome
 
@@ -202,9 +227,12 @@ def _backtest_candidates(
     family: FamilySpec,
     windows: list[Window],
     metric: str,
+    shared: pooled.PooledRun | None = None,
 ) -> dict[str, BacktestResult]:
     """The baseline and every candidate the history allows (and the family's ensemble of the
-    best of them) on the same windows; a candidate that fails is dropped with its reason."""
+    best of them) on the same windows; a candidate that fails is dropped with its reason.
+    Pooled candidates come already backtested in `shared`."""
+    shared = shared or pooled.PooledRun()
     results = {BASELINE: backtest(baseline_config(family), series, windows)}
     candidates = model_configs(family, short=outcome.history != "full")
     for label, cfg in candidates.items():
@@ -212,6 +240,15 @@ def _backtest_candidates(
             outcome.dropped[label] = f"needs {min_train(cfg)} periods before its first window"
             continue
         start = time.perf_counter()
+        if cfg.kind == POOLED:  # trained across the batch beforehand: only scored here
+            made = shared.paths.get(outcome.product_id, {}).get(label)
+            if made is None:
+                why = shared.dropped.get(outcome.product_id, {}).get(label, "not trained")
+                outcome.dropped[label] = why
+            else:
+                results[label] = scored(cfg, series, windows, made)
+            outcome.timings[f"candidate.{label}_s"] = shared.seconds.get(label, 0.0)
+            continue
         try:
             results[label] = backtest(cfg, series, windows)
         except Exception as exc:  # a method that cannot fit this series is not a failed product
@@ -292,11 +329,12 @@ def _attach_model(
     series: Series,
     horizon: int,
     intervals: dict[str, list[float]],
+    shared: dict[str, object] | None = None,
 ) -> None:
     """Refit the winner on the full history; keep its bytes, history tail, forecast and
     interval half-widths."""
     outcome.intervals = intervals
-    model = fit(config, series)
+    model = fit(config, series, shared=shared)
     ds = future_dates(series.ds[-1], horizon, config.frequency)
     outcome.payload = model.dumps()
     outcome.forecast = [float(v) for v in model.forecast(series, ds)]
@@ -321,10 +359,11 @@ def train_many(
 ) -> list[ProductOutcome]:
     """Train a batch of products; a product that raises becomes a failed outcome with its error."""
     warm_up(family, items)
+    shared = pooled_candidates(family, items)
     out = []
     for pid, series in items:
         try:
-            out.append(train_product(pid, series, family, gate, champions.get(pid)))
+            out.append(train_product(pid, series, family, gate, champions.get(pid), shared))
         except Exception as exc:
             last = traceback.extract_tb(exc.__traceback__)[-1]
             where = f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
