@@ -24,7 +24,8 @@ from factory.adapters.data import read_panel
 from factory.adapters.lineage import code_fingerprint
 from factory.core.contract import fleet_series, validate_panel
 from factory.core.fleet import FamilySpec, GateSpec, load_fleet
-from factory.core.forecaster import ModelConfig, Series, loads
+from factory.core.forecaster import ModelConfig, Series
+from factory.core.saved import loads
 from factory.core.training import ProductOutcome, train_product
 
 THREADS_SETTING = "PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS"

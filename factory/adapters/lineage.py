@@ -16,13 +16,17 @@ FACTORY_ROOT = Path(__file__).resolve().parents[1]
 # The code that decides a product's model (features, candidates, backtest, gate) ...
 MODEL_CODE = (
     "core/forecaster.py",
+    "core/classical.py",
+    "core/pooled.py",
+    "core/intervals.py",
+    "core/saved.py",
     "core/backtest.py",
     "core/metrics.py",
     "core/gate.py",
     "core/training.py",
 )
 # ... and the libraries whose versions can change a fitted model or its forecasts.
-MODEL_LIBRARIES = ("numpy", "pandas", "scikit-learn", "lightgbm")
+MODEL_LIBRARIES = ("numpy", "pandas", "scikit-learn", "lightgbm", "statsforecast")
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,10 @@ class GateSpec(StrictSpec):
     # a product without a champion whose best candidate misses the margin still gets a
     # model: that candidate if it is not worse than seasonal naive, else seasonal naive itself
     fallback: bool = True
+    # how much worse than seasonal naive (a fraction of its backtest score) the fallback still
+    # counts as "not worse": a few windows rank close methods by chance, and falling back to
+    # the naive forecast on such noise costs more than it saves (0: not worse at all)
+    fallback_tolerance: float = Field(0.0, ge=0, lt=1)
 
 
 class PromotionSpec(StrictSpec):

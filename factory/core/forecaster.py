@@ -1,16 +1,14 @@
 """Features, candidate models and recursive forecasting for one product's series.
 
-This module is shipped inside every registered MLflow model (with classical.py), so it imports
-only numpy, pandas, lightgbm, scikit-learn, skops and statsforecast: never the rest of the
-factory.
+This module is shipped inside every registered MLflow model (with classical.py and saved.py),
+so it imports only numpy, pandas, lightgbm, scikit-learn and statsforecast: never the rest of
+the factory.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -228,25 +226,6 @@ class Fitted:
             return self.estimator.booster.predict(x, num_threads=1)
         return self.estimator.predict(x)
 
-    def dumps(self) -> bytes:
-        """Safe serialisation: LightGBM's text format or skops, never pickle."""
-        kind = self.config.kind
-        if kind == "seasonal_naive":
-            return b""
-        if kind in classical.CLASSICAL_KINDS:
-            return classical.dumps(self.estimator)
-        if kind == "ensemble":
-            parts = [base64.b64encode(m.dumps()).decode() for m in self.estimator]
-            return json.dumps({"members": parts}).encode()
-        if kind == "lightgbm":
-            return self.estimator.model_to_string().encode()
-        if kind == POOLED:
-            booster = self.estimator.booster.model_to_string()
-            return json.dumps({"scale": self.estimator.scale, "booster": booster}).encode()
-        import skops.io as sio
-
-        return sio.dumps(self.estimator)
-
 
 def scaled_linear(estimator: Any) -> tuple[Any, Any, np.ndarray, Any] | None:
     """(mean, scale, coef, intercept) of a fitted StandardScaler + linear model pipeline, else
@@ -265,15 +244,6 @@ def scaled_linear(estimator: Any) -> tuple[Any, Any, np.ndarray, Any] | None:
     if type(model) not in (Ridge, ElasticNet) or np.ndim(model.coef_) != 1:
         return None
     return scaler.mean_, scaler.scale_, model.coef_, model.intercept_
-
-
-def preload() -> None:
-    """Import the model libraries now: a process's first model load otherwise pays ~0.7 s."""
-    import lightgbm  # noqa: F401
-    import sklearn.ensemble
-    import sklearn.linear_model
-    import sklearn.pipeline  # noqa: F401
-    import skops.io  # noqa: F401
 
 
 def combine(paths: np.ndarray, how: str) -> np.ndarray:
@@ -347,150 +317,3 @@ def _sklearn(kind: str, params: dict[str, Any], seed: int) -> Any:
     if kind == "random_forest":
         return RandomForestRegressor(random_state=seed, n_jobs=1, **params)
     raise ValueError(f"unknown model kind {kind!r}")
-
-
-SKOPS_TRUSTED = (
-    "sklearn.pipeline.Pipeline",
-    "sklearn.preprocessing._data.StandardScaler",
-    "sklearn.linear_model._ridge.Ridge",
-    "sklearn.linear_model._coordinate_descent.ElasticNet",
-    "sklearn.ensemble._forest.RandomForestRegressor",
-    "sklearn.tree._classes.DecisionTreeRegressor",
-    "sklearn.tree._tree.Tree",
-)
-
-
-SKOPS_ESTIMATORS = SKOPS_TRUSTED[:5]
-
-
-def loads(config: ModelConfig, payload: bytes) -> Fitted:
-    """Inverse of `Fitted.dumps`; refuses any skops type outside the factory's own list."""
-    if config.kind == "seasonal_naive":
-        return Fitted(config, None)
-    if config.kind in classical.CLASSICAL_KINDS:
-        kind, params, season = config.kind, config.params, config.season_length
-        return Fitted(config, classical.loads(kind, params, season, payload))
-    if config.kind == "ensemble":
-        parts = json.loads(payload)["members"]
-        members = config.members
-        if len(parts) != len(members):
-            raise ValueError(f"ensemble has {len(members)} members but {len(parts)} payloads")
-        return Fitted(
-            config, [loads(m, base64.b64decode(p)) for m, p in zip(members, parts, strict=True)]
-        )
-    if config.kind == "lightgbm":
-        import lightgbm as lgb
-
-        return Fitted(config, lgb.Booster(model_str=payload.decode()))
-    if config.kind == POOLED:
-        import lightgbm as lgb
-
-        raw = json.loads(payload)
-        booster = lgb.Booster(model_str=str(raw["booster"]))
-        return Fitted(config, Pooled(booster, float(raw["scale"])))
-    import skops.io as sio
-
-    untrusted = sio.get_untrusted_types(data=payload)
-    refused = [t for t in untrusted if t not in SKOPS_TRUSTED]
-    if refused:
-        raise ValueError(f"refusing to load untrusted types: {', '.join(refused)}")
-    estimator = sio.loads(payload, trusted=untrusted)
-    unexpected = sorted(_estimator_types(estimator) - set(SKOPS_ESTIMATORS))
-    if unexpected:
-        raise ValueError(f"refusing to load unexpected estimator(s): {', '.join(unexpected)}")
-    return Fitted(config, estimator)
-
-
-def _estimator_types(estimator: Any) -> set[str]:
-    """Qualified class names of an estimator and of its pipeline steps."""
-    parts = [estimator, *(step for _, step in getattr(estimator, "steps", []))]
-    return {f"{type(p).__module__}.{type(p).__qualname__}" for p in parts}
-
-
-class ProductModel:
-    """One registered product model as saved in its folder (`manifest.json` + `model.bin`):
-    forecasts from the end of its training history. Used by the pyfunc wrapper, batch
-    forecasts and the online endpoint alike."""
-
-    def __init__(self, manifest: dict[str, Any], payload: bytes) -> None:
-        self.manifest = manifest
-        self.product_id: str = manifest["product_id"]
-        self.horizon = int(manifest["horizon"])
-        self.config = ModelConfig.from_json(manifest["config"])
-        self.model = loads(self.config, payload)
-        self.intervals: dict[str, list[float]] = manifest.get("intervals") or {}
-        tail = manifest["history_tail"]
-        self.history = Series(
-            np.array(tail["ds"], dtype="datetime64[ns]"),
-            np.array(tail["y"], dtype="float64"),
-            {k: np.array(v, dtype="float64") for k, v in tail.items() if k not in ("ds", "y")},
-        )
-
-    @classmethod
-    def from_folder(cls, root: Path) -> ProductModel:
-        """Load from a model's artifact folder (`<model>/artifacts/model`)."""
-        manifest = json.loads((root / "manifest.json").read_text())
-        return cls(manifest, (root / "model.bin").read_bytes())
-
-    def forecast(self, horizon: int = 0) -> pd.DataFrame:
-        """The next `horizon` periods (0: the family's horizon): `unique_id, ds, yhat` and the
-        prediction interval bounds (`yhat_lo_80`, `yhat_hi_80`, ...)."""
-        ds, yhat = self.forecast_values(horizon)
-        return self._frame(ds, yhat)
-
-    def bounds(self, yhat: np.ndarray) -> dict[str, np.ndarray]:
-        """Prediction interval bounds of a forecast path that starts after the history."""
-        return interval_bounds(yhat, self.intervals)
-
-    def _frame(self, ds: np.ndarray, yhat: np.ndarray) -> pd.DataFrame:
-        return pd.DataFrame(
-            {"unique_id": self.product_id, "ds": ds, "yhat": yhat, **self.bounds(yhat)}
-        )
-
-    def forecast_values(self, horizon: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """`forecast` as its two columns (`ds`, `yhat`), without building a frame."""
-        ds = future_dates(self.history.ds[-1], horizon or self.horizon, self.config.frequency)
-        return ds, self.model.forecast(self.history, ds, None)
-
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Forecast what `frame` asks: `h` periods ahead, or the future `ds` rows (with the
-        family's exogenous columns when given)."""
-        if "ds" not in frame.columns:
-            given = int(frame["h"].iloc[0]) if "h" in frame.columns and len(frame) else 0
-            return self.forecast(given)
-        wanted = pd.to_datetime(frame["ds"]).to_numpy("datetime64[ns]")
-        last = self.history.ds[-1]
-        freq = FREQ_ALIASES[self.config.frequency]
-        steps = len(pd.date_range(pd.Timestamp(last), wanted.max(), freq=freq)) - 1
-        ds = future_dates(last, steps, self.config.frequency)
-        exog = future_exog(frame, ds, self.config.features.exogenous)
-        out = self._frame(ds, self.model.forecast(self.history, ds, exog))
-        return out[out["ds"].isin(wanted)].reset_index(drop=True)
-
-
-def interval_bounds(yhat: np.ndarray, widths: dict[str, list[float]]) -> dict[str, np.ndarray]:
-    """`yhat_lo_<level>` and `yhat_hi_<level>` from per-step half-widths; a step past the
-    widths given grows like sqrt(h) from the last one. Lower bounds stop at 0 (demand)."""
-    out = {}
-    h = np.arange(1, len(yhat) + 1)
-    for level in sorted(widths, key=float):
-        w = np.asarray(widths[level], dtype="float64")
-        if not len(w):
-            continue
-        known = w[np.minimum(h, len(w)) - 1]
-        half = np.where(h <= len(w), known, w[-1] * np.sqrt(h / len(w)))
-        out[f"yhat_lo_{level}"] = np.maximum(yhat - half, 0.0)
-        out[f"yhat_hi_{level}"] = yhat + half
-    return out
-
-
-def future_exog(frame: pd.DataFrame, ds: np.ndarray, names: tuple[str, ...]) -> dict | None:
-    """Exogenous values for the requested dates; unrequested steps use the model's defaults."""
-    if not names or not all(n in frame.columns for n in names):
-        return None
-    given = frame.assign(ds=pd.to_datetime(frame["ds"])).set_index("ds")
-    out = {}
-    for n in names:
-        default = 0.0 if n == "promo" else float(given[n].iloc[0])
-        out[n] = given[n].reindex(pd.DatetimeIndex(ds)).fillna(default).to_numpy(dtype="float64")
-    return out

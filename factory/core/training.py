@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from factory.core import classical, pooled
+from factory.core import classical, pooled, saved
 from factory.core.backtest import (
     BacktestResult,
     Window,
@@ -187,8 +187,8 @@ def train_product(
     label = challenger_label(results, metric, ensemble_spec(family))
     baseline = results[BASELINE].mean[metric]
     passes = beats(results[label].mean[metric], baseline, gate.baseline_margin)
-    if not passes and gate.fallback and results[label].mean[metric] > baseline:
-        label = BASELINE  # the best candidate is worse than seasonal naive: keep the naive
+    if not passes and gate.fallback:
+        label = fallback_label(results, label, metric, gate.fallback_tolerance)
     best = results[label]
     champ = _rescore_champion(champion, best, results, series, windows, metric, outcome)
     if passes or not gate.fallback:
@@ -219,6 +219,20 @@ def challenger_label(
     if beats(results[label].mean[metric], results["ensemble"].mean[metric], ensemble.margin):
         return label
     return "ensemble"
+
+
+def fallback_label(
+    results: dict[str, BacktestResult], label: str, metric: str, tolerance: float
+) -> str:
+    """When nothing beats seasonal naive by the margin: the chosen candidate if it is not
+    worse than seasonal naive (within `tolerance`), else the best candidate that is, else
+    seasonal naive itself."""
+    limit = results[BASELINE].mean[metric] * (1 + tolerance)
+    ranked = sorted((k for k in results if k != BASELINE), key=lambda k: results[k].mean[metric])
+    for candidate in (label, *ranked):
+        if candidate != BASELINE and results[candidate].mean[metric] <= limit:
+            return candidate
+    return BASELINE
 
 
 def _backtest_candidates(
@@ -336,7 +350,7 @@ def _attach_model(
     outcome.intervals = intervals
     model = fit(config, series, shared=shared)
     ds = future_dates(series.ds[-1], horizon, config.frequency)
-    outcome.payload = model.dumps()
+    outcome.payload = saved.dumps(model)
     outcome.forecast = [float(v) for v in model.forecast(series, ds)]
     outcome.forecast_ds = [str(np.datetime_as_string(d, unit="D")) for d in ds]
     tail = max(

@@ -32,7 +32,7 @@ from factory.adapters.identity import ANALYST, settings_as
 from factory.adapters.registry.names import NoModelError
 from factory.adapters.registry.registry import Registry
 from factory.adapters.signing import ModelIntegrityError
-from factory.core.forecaster import ProductModel, preload
+from factory.core.saved import ProductModel, preload
 from factory.local import free_port
 from factory.serving.history import HistoryRecorder
 from factory.serving.resolver import RegistryUnavailable, Resolver, Served, VersionRef

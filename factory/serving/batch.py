@@ -33,7 +33,8 @@ from factory.adapters.registry.names import PRODUCTION, STAGING
 from factory.adapters.registry.registry import Registry
 from factory.adapters.registry.verified import VersionFiles, verified_folder
 from factory.adapters.signing import ModelIntegrityError, Verifier
-from factory.core.forecaster import INTERVAL_COLUMNS, ProductModel
+from factory.core.forecaster import INTERVAL_COLUMNS
+from factory.core.saved import ProductModel
 from factory.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -7,17 +7,19 @@ import json
 import numpy as np
 import pytest
 
-from factory.core import classical
+from factory.core import classical, saved
 from factory.core.backtest import BacktestResult, Window, adaptive_windows
 from factory.core.candidates import EnsembleSpec
 from factory.core.fleet import FamilySpec, GateSpec
-from factory.core.forecaster import FeatureConfig, ModelConfig, ProductModel, Series, fit, loads
+from factory.core.forecaster import FeatureConfig, ModelConfig, Series, fit
 from factory.core.intervals import conformal_widths, naive_widths
 from factory.core.metrics import METRICS
+from factory.core.saved import ProductModel, loads
 from factory.core.training import (
     ProductOutcome,
     _backtest_candidates,
     challenger_label,
+    fallback_label,
     train_product,
 )
 
@@ -126,7 +128,7 @@ def test_saved_state_forecasts_identically(cfg):
     )
     series = monthly(y)
     model = fit(cfg, series)
-    payload = model.dumps()
+    payload = saved.dumps(model)
     assert b"__array__" in payload or cfg.kind in ("naive", "mean")
     json.loads(payload)  # plain JSON: nothing to unpickle
     future = (START + np.arange(60, 78)).astype("datetime64[ns]")
@@ -153,7 +155,7 @@ def test_ensemble_is_the_median_of_its_members_and_round_trips():
     model = fit(ens, series)
     got = model.forecast(series, future)
     assert np.array_equal(got, np.median(paths, axis=0))
-    assert np.array_equal(loads(ens, model.dumps()).forecast(series, future), got)
+    assert np.array_equal(loads(ens, saved.dumps(model)).forecast(series, future), got)
 
 
 @pytest.mark.parametrize(
@@ -308,3 +310,37 @@ def test_the_ensemble_margin_keeps_the_combination_unless_clearly_beaten(scores,
     results |= {k: result(k, v) for k, v in scores.items()}
     spec = EnsembleSpec(kind="ensemble", margin=margin)
     assert challenger_label(results, "mase", spec) == expected
+
+
+@pytest.mark.parametrize(
+    ("scores", "chosen", "tolerance", "expected"),
+    [
+        ({"ensemble": 0.99, "theta": 0.97}, "ensemble", 0.0, "ensemble"),  # not worse: kept
+        ({"ensemble": 1.05, "theta": 0.98}, "ensemble", 0.0, "theta"),  # the best not worse
+        ({"ensemble": 1.05, "theta": 1.10}, "ensemble", 0.0, "seasonal_naive"),
+        ({"ensemble": 1.05, "theta": 1.10}, "ensemble", 0.10, "ensemble"),  # within 10%
+        ({"ensemble": 1.15, "theta": 1.08}, "ensemble", 0.10, "theta"),
+        ({"ensemble": 1.15, "theta": 1.12}, "ensemble", 0.10, "seasonal_naive"),
+    ],
+)
+def test_the_fallback_keeps_the_chosen_candidate_within_the_tolerance(
+    scores, chosen, tolerance, expected
+):
+    results = {"seasonal_naive": result("seasonal_naive", 1.0)}
+    results |= {k: result(k, v) for k, v in scores.items()}
+    assert fallback_label(results, chosen, "mase", tolerance) == expected
+
+
+def test_a_fleet_sets_the_fallback_tolerance():
+    y = np.tile([5.0, 50, 10, 80, 20, 5, 60, 15, 90, 30, 10, 40], 6)
+    y = y * (1 + 0.05 * np.random.default_rng(9).standard_normal(len(y)))  # theta ~8% worse
+    fam = family({"kind": "theta"})
+    strict = train_product("p", monthly(y), fam, GATE)
+    theta, naive = strict.scores["theta"]["mase"], strict.scores["seasonal_naive"]["mase"]
+    assert 1.0 < theta / naive < 1.2
+    assert strict.challenger == "seasonal_naive"
+    loose = train_product("p", monthly(y), fam, GateSpec(fallback_tolerance=0.2))
+    assert loose.challenger == "theta" and loose.reason.startswith("fallback")
+    assert json.loads(loose.config_json)["kind"] == "theta"
+    with pytest.raises(ValueError, match="fallback_tolerance"):
+        GateSpec(fallback_tolerance=1.5)

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import skops.io as sio
 
+from factory.core import saved
 from factory.core.backtest import Window, rolling_windows
 from factory.core.fleet import load_fleet
 from factory.core.forecaster import (
@@ -15,9 +16,9 @@ from factory.core.forecaster import (
     design_matrix,
     fit,
     future_dates,
-    loads,
     seasonal_naive,
 )
+from factory.core.saved import loads
 from factory.core.training import baseline_config, model_configs
 from tests.support.fleets import REPO
 
@@ -106,7 +107,7 @@ def test_seasonal_naive_model_forecasts_like_the_function(weekly):
     out = model.forecast(weekly, future_dates(weekly.ds[-1], 10, "D"))
 
     np.testing.assert_array_equal(out, np.resize(weekly.y[-7:], 10))
-    assert model.dumps() == b""
+    assert saved.dumps(model) == b""
 
 
 def test_future_dates_follow_the_last_date():
@@ -136,7 +137,7 @@ def test_dumps_loads_round_trip_forecasts_identically(weekly, kind):
     model = fit(cfg, weekly)
     ds = future_dates(weekly.ds[-1], 14, "D")
 
-    payload = model.dumps()
+    payload = saved.dumps(model)
     restored = loads(cfg, payload)
 
     assert isinstance(payload, bytes)

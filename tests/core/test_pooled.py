@@ -11,7 +11,8 @@ import pytest
 from factory.core import pooled
 from factory.core.backtest import Window
 from factory.core.fleet import FamilySpec, GateSpec
-from factory.core.forecaster import POOLED, FeatureConfig, ModelConfig, ProductModel, Series, fit
+from factory.core.forecaster import POOLED, FeatureConfig, ModelConfig, Series, fit
+from factory.core.saved import ProductModel
 from factory.core.training import pooled_candidates, train_many
 
 START = np.datetime64("2010-01", "M")

@@ -7,8 +7,9 @@ import pytest
 
 from factory.core.contract import product_arrays
 from factory.core.fleet import FamilySpec, GateSpec
-from factory.core.forecaster import ModelConfig, Series, future_dates, loads
+from factory.core.forecaster import ModelConfig, Series, future_dates
 from factory.core.metrics import METRICS
+from factory.core.saved import loads
 from factory.core.synthetic import PanelSpec, generate_panel
 from factory.core.training import (
     ChampionRef,

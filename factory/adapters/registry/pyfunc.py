@@ -28,15 +28,15 @@ from mlflow.utils.file_utils import local_file_uri_to_path
 
 from factory.adapters.registry.digest import folder_digest
 from factory.adapters.registry.names import product_slug
-from factory.core import classical, forecaster
+from factory.core import classical, forecaster, saved
 from factory.core.training import ProductOutcome
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 FORECASTER_CODE = Path(forecaster.__file__)
 CLASSICAL_CODE = Path(classical.__file__)
+SAVED_CODE = Path(saved.__file__)
 # What a registered model needs to load: the installed versions of exactly these packages.
 MODEL_PACKAGES = ("mlflow", "lightgbm", "scikit-learn", "skops", "statsforecast", "pandas", "numpy")
-INTERVAL_COLUMNS = tuple(f"yhat_{side}_{level}" for level in (80, 95) for side in ("lo", "hi"))
 _TEMPLATE_LOCK = threading.Lock()  # shards register from several threads
 
 
@@ -178,7 +178,7 @@ def _pyfunc_template(exogenous: tuple[str, ...] = ()) -> Path:
             path=str(root / "template"),
             python_model=str(MODEL_CODE),
             artifacts={"model": str(root / "model")},
-            code_paths=[str(FORECASTER_CODE), str(CLASSICAL_CODE)],
+            code_paths=[str(FORECASTER_CODE), str(CLASSICAL_CODE), str(SAVED_CODE)],
             pip_requirements=pip_requirements(),
             signature=model_signature(exogenous),
         )

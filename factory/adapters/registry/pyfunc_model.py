@@ -1,7 +1,8 @@
 """MLflow models-from-code entry point: one product's forecaster as a pyfunc (no pickles).
 
-Logged with `code_paths=[forecaster.py]`, so it loads wherever numpy, pandas, lightgbm,
-scikit-learn and skops are installed, with or without the factory itself.
+Logged with `code_paths=[forecaster.py, classical.py, saved.py]`, so it loads wherever numpy,
+pandas, lightgbm, scikit-learn, skops and statsforecast are installed, with or without the
+factory itself.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 try:
-    from factory.core.forecaster import ProductModel
+    from factory.core.saved import ProductModel
 except ImportError:  # loaded from the model's own code/ folder
-    from forecaster import ProductModel  # type: ignore[no-redef]
+    from saved import ProductModel  # type: ignore[no-redef]
 
 
 class ProductForecaster(PythonModel):

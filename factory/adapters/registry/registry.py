@@ -49,8 +49,8 @@ from factory.adapters.registry.schema import schema_mismatch
 from factory.adapters.registry.sql_writer import VersionPlan
 from factory.adapters.signing import Signer, Verifier, signer
 from factory.core.drift import ProductionModel
-from factory.core.forecaster import ProductModel
 from factory.core.outcomes import Registered
+from factory.core.saved import ProductModel
 from factory.core.training import ChampionRef, ProductOutcome
 from factory.settings import Settings
 
