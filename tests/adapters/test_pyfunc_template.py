@@ -41,3 +41,61 @@ def test_the_template_folder_is_removed_when_its_process_exits(tmp_path: Path) -
     assert not Path(folder).exists()
     assert not killed.exists()
     assert not list(tmp_path.glob("factory-pyfunc-*"))
+
+
+SHIPPED = """
+import json, sys
+sys.modules["factory"] = None  # the factory is not installed where the model is loaded
+from saved import ProductModel
+from pyfunc_model import ProductForecaster
+folder = sys.argv[1]
+manifest = json.load(open(folder + "/manifest.json"))
+model = ProductModel(manifest, open(folder + "/model.bin", "rb").read())
+print(json.dumps([float(v) for v in model.forecast()["yhat"]]))
+"""
+
+
+def test_the_shipped_code_loads_a_model_without_the_factory(tmp_path: Path) -> None:
+    """What `code_paths` ships (forecaster.py, classical.py, saved.py and the pyfunc entry
+    point) is all a registered model needs: a pooled ensemble forecasts the same there."""
+    import json
+
+    import numpy as np
+
+    from factory.adapters.registry.pyfunc import (
+        CLASSICAL_CODE,
+        FORECASTER_CODE,
+        MODEL_CODE,
+        SAVED_CODE,
+    )
+    from factory.core.fleet import FamilySpec, GateSpec
+    from factory.core.training import train_many
+    from tests.core.test_pooled import FAMILY, POOLED_MODEL, panel
+
+    ens = {"kind": "ensemble", "members": ["theta", "pooled_lightgbm"], "margin": 0.9}
+    fam = FamilySpec.model_validate({**FAMILY, "models": [{"kind": "theta"}, POOLED_MODEL, ens]})
+    outcome = train_many(panel([10, 20, 40]), fam, GateSpec(), {})[0]
+    assert outcome.challenger == "ensemble"
+    code, folder = tmp_path / "code", tmp_path / "model"
+    code.mkdir(), folder.mkdir()
+    for path in (FORECASTER_CODE, CLASSICAL_CODE, SAVED_CODE, MODEL_CODE):
+        (code / path.name).write_text(path.read_text())
+    manifest = {
+        "product_id": outcome.product_id,
+        "horizon": len(outcome.forecast),
+        "config": outcome.config_json,
+        "history_tail": outcome.history_tail,
+        "intervals": outcome.intervals,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "model.bin").write_bytes(outcome.payload)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", SHIPPED, str(folder)],
+        env=env,
+        cwd=code,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert np.allclose(json.loads(done.stdout), outcome.forecast)
