@@ -20,6 +20,7 @@ except ImportError:  # loaded from the model's own code/ folder
     import classical  # type: ignore[no-redef]
 
 FREQ_ALIASES = {"D": "D", "W": "7D", "MS": "MS", "QS": "QS"}
+POOLED = "pooled_lightgbm"  # the candidate kind trained across products
 LEVELS = (80, 95)  # prediction intervals on every forecast row, in percent
 INTERVAL_COLUMNS = tuple(f"yhat_{side}_{level}" for level in LEVELS for side in ("lo", "hi"))
 
@@ -65,6 +66,12 @@ class ModelConfig:
     def members(self) -> tuple[ModelConfig, ...]:
         """An ensemble's member candidates (empty for any other kind)."""
         return tuple(ModelConfig.from_json(k) for k in self.params.get("members", ()))
+
+    @property
+    def pooled(self) -> bool:
+        """A pooled model, or an ensemble with one: trained across products, so it cannot be
+        refitted on one product's series alone."""
+        return self.kind == POOLED or any(m.pooled for m in self.members)
 
     @property
     def uses_features(self) -> bool:
@@ -131,9 +138,6 @@ def default_future_exog(history: Series, horizon: int, names: tuple[str, ...]) -
         fill = 0.0 if name == "promo" else float(history.exog[name][-1])
         out[name] = np.full(horizon, fill)
     return out
-
-
-POOLED = "pooled_lightgbm"
 
 
 @dataclass(frozen=True)

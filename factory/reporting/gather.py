@@ -343,6 +343,13 @@ def missing_inputs(config: ModelConfig, series: Series | None) -> str | None:
     )
 
 
+def pooled_note(config: ModelConfig) -> str | None:
+    """Why a pooled model's backtest is not recomputed for one product."""
+    return (
+        "the model is pooled, trained across the products of its shard" if config.pooled else None
+    )
+
+
 def product_view(
     registry: Registry, row: dict[str, Any], data: ProductData, spec: FleetSpec
 ) -> ProductView:
@@ -355,7 +362,7 @@ def product_view(
     notes: list[str] = []
     paths: tuple[BacktestPath, ...] = ()
     recomputed = None
-    why_not = data.why_not or missing_inputs(config, data.series)
+    why_not = data.why_not or missing_inputs(config, data.series) or pooled_note(config)
     if why_not is None and data.family is not None and data.series is not None:
         paths, recomputed = backtest_paths(config, data.family, data.series, metric)
         if not paths:

@@ -157,3 +157,20 @@ def test_an_ensemble_can_combine_the_pooled_model_with_per_product_ones():
     }
     model = ProductModel(json.loads(json.dumps(manifest)), outcome.payload)
     assert np.allclose(model.forecast()["yhat"], outcome.forecast)
+
+
+def test_the_report_does_not_refit_a_pooled_model_on_one_product():
+    """`factory report` recomputes a version's backtest on one product's series; a pooled
+    model (alone or in an ensemble) cannot be, and the page says why instead of failing."""
+    from factory.reporting.gather import pooled_note
+
+    ridge = ModelConfig("ridge", {}, FeatureConfig(**FEATURES), 12, "MS")  # type: ignore[arg-type]
+    ens = ModelConfig(
+        "ensemble",
+        {"combine": "mean", "members": [ridge.key, config().key]},
+        ridge.features,
+        12,
+        "MS",
+    )
+    assert pooled_note(ridge) is None
+    assert "pooled" in (pooled_note(config()) or "") and "pooled" in (pooled_note(ens) or "")
