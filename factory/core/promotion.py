@@ -160,7 +160,9 @@ def rescore(change: Change, series: Series | None, family: FamilySpec, metric: s
 
     Only a change of configuration is backtested: a refresh (the production configuration
     retrained on new data) scores the same on the same windows by construction, and a new
-    product has nothing to compare with. No score when the product has no usable history now.
+    product has nothing to compare with. No score when the product has no usable history now,
+    nor when either model is pooled (trained across products, it cannot be refitted on this
+    product alone): an unscored change asks for an approval.
     """
     change = replace(change, metric=metric)
     if change.is_new or change.refresh or series is None:
@@ -172,8 +174,11 @@ def rescore(change: Change, series: Series | None, family: FamilySpec, metric: s
         )
     except ValueError:
         return change
-    new = backtest(ModelConfig.from_json(change.staging.config), series, windows).mean[metric]
+    staging = ModelConfig.from_json(change.staging.config)
     prod = ModelConfig.from_json(change.production.config or "")
+    if staging.pooled or prod.pooled:
+        return change
+    new = backtest(staging, series, windows).mean[metric]
     old = backtest(prod, series, windows).mean[metric]
     return replace(change, new_score=new, old_score=old)
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from factory.core.fleet import FleetSpec, PromotionSpec
-from factory.core.forecaster import Series
+from factory.core.forecaster import ModelConfig, Series
 from factory.core.promotion import (
     Change,
     blast_radius,
@@ -199,6 +199,14 @@ def test_rescoring_backtests_both_models_on_the_same_windows() -> None:
     assert scored.regression is not None and scored.regression < 0
     too_short = rescore(c, Series(ds[:10], y[:10]), family, "mase")
     assert too_short.new_score is None and too_short.metric == "mase"
+    pooled = ModelConfig(
+        "pooled_lightgbm", {}, model_configs(family)["ridge"].features, 7, "D"
+    ).key  # trained across products: not refitted on one
+    c = Change("p", "daily", "s", VersionInfo(2, "k2", pooled), "p", VersionInfo(1, "k1", naive))
+    unscored = rescore(c, Series(ds, y), family, "mase")
+    assert unscored.new_score is None and unscored.regression is None
+    radius = blast_radius([unscored], PromotionSpec(mode="approve"), "mase", 10)
+    assert radius.needs_approval and "could not be re-scored" in describe(radius, "B")
 
 
 def test_promotion_auto_is_short_for_mode_auto() -> None:
