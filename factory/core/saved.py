@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,18 @@ except ImportError:  # loaded from the model's own code/ folder
     )
 
 
+MAX_INFLATED = 1 << 30  # a compressed payload larger than this once inflated is refused
+
+
+def inflate(payload: bytes, limit: int) -> bytes:
+    """zlib-decompress at most `limit` bytes (a hostile payload cannot expand without bound)."""
+    d = zlib.decompressobj()
+    out = d.decompress(payload, limit)
+    if d.unconsumed_tail or not d.eof:
+        raise ValueError(f"compressed payload is truncated or inflates past {limit} bytes")
+    return out
+
+
 def dumps(model: Fitted) -> bytes:
     """A fitted model as bytes, safely: JSON state, LightGBM's text format or skops, never
     pickle."""
@@ -52,9 +65,10 @@ def dumps(model: Fitted) -> bytes:
         return json.dumps({"members": parts}).encode()
     if kind == "lightgbm":
         return model.estimator.model_to_string().encode()
-    if kind == POOLED:
+    if kind == POOLED:  # the shared booster is large and its text compresses ~3x
         booster = model.estimator.booster.model_to_string()
-        return json.dumps({"scale": model.estimator.scale, "booster": booster}).encode()
+        text = json.dumps({"scale": model.estimator.scale, "booster": booster})
+        return zlib.compress(text.encode(), 6)
     import skops.io as sio
 
     return sio.dumps(model.estimator)
@@ -105,7 +119,7 @@ def loads(config: ModelConfig, payload: bytes) -> Fitted:
     if config.kind == POOLED:
         import lightgbm as lgb
 
-        raw = json.loads(payload)
+        raw = json.loads(inflate(payload, MAX_INFLATED))
         booster = lgb.Booster(model_str=str(raw["booster"]))
         return Fitted(config, Pooled(booster, float(raw["scale"])))
     import skops.io as sio

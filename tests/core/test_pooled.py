@@ -4,11 +4,12 @@ per product."""
 from __future__ import annotations
 
 import json
+import zlib
 
 import numpy as np
 import pytest
 
-from factory.core import pooled
+from factory.core import pooled, saved
 from factory.core.backtest import Window
 from factory.core.fleet import FamilySpec, GateSpec
 from factory.core.forecaster import POOLED, FeatureConfig, ModelConfig, Series, fit
@@ -83,8 +84,12 @@ def test_a_registered_pooled_model_loads_back_to_its_reported_forecast():
     }
     model = ProductModel(json.loads(json.dumps(manifest)), outcome.payload)
     assert np.allclose(model.forecast()["yhat"], outcome.forecast)
-    saved = json.loads(outcome.payload)
-    assert set(saved) == {"booster", "scale"} and saved["booster"].startswith("tree")
+    state = json.loads(zlib.decompress(outcome.payload))
+    assert set(state) == {"booster", "scale"} and state["booster"].startswith("tree")
+    with pytest.raises(ValueError, match="inflates past"):
+        saved.inflate(zlib.compress(b"0" * 10_000), 1_000)  # no unbounded expansion
+    with pytest.raises(ValueError, match="truncated"):
+        saved.loads(config(), outcome.payload[:-10])
 
 
 def test_a_window_is_forecast_only_from_data_before_its_origin():
