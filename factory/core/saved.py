@@ -17,27 +17,10 @@ import numpy as np
 import pandas as pd
 
 try:
-    from factory.core import classical
-    from factory.core.forecaster import (
-        FREQ_ALIASES,
-        POOLED,
-        Fitted,
-        ModelConfig,
-        Pooled,
-        Series,
-        future_dates,
-    )
+    from factory.core import classical, forecaster
 except ImportError:  # loaded from the model's own code/ folder
     import classical  # type: ignore[no-redef]
-    from forecaster import (  # type: ignore[no-redef]
-        FREQ_ALIASES,
-        POOLED,
-        Fitted,
-        ModelConfig,
-        Pooled,
-        Series,
-        future_dates,
-    )
+    import forecaster  # type: ignore[no-redef]
 
 
 MAX_INFLATED = 1 << 30  # a compressed payload larger than this once inflated is refused
@@ -52,7 +35,7 @@ def inflate(payload: bytes, limit: int) -> bytes:
     return out
 
 
-def dumps(model: Fitted) -> bytes:
+def dumps(model: forecaster.Fitted) -> bytes:
     """A fitted model as bytes, safely: JSON state, LightGBM's text format or skops, never
     pickle."""
     kind = model.config.kind
@@ -65,7 +48,7 @@ def dumps(model: Fitted) -> bytes:
         return json.dumps({"members": parts}).encode()
     if kind == "lightgbm":
         return model.estimator.model_to_string().encode()
-    if kind == POOLED:  # the shared booster is large and its text compresses ~3x
+    if kind == forecaster.POOLED:  # the shared booster is large and its text compresses ~3x
         booster = model.estimator.booster.model_to_string()
         text = json.dumps({"scale": model.estimator.scale, "booster": booster})
         return zlib.compress(text.encode(), 6)
@@ -97,31 +80,31 @@ SKOPS_TRUSTED = (
 SKOPS_ESTIMATORS = SKOPS_TRUSTED[:5]
 
 
-def loads(config: ModelConfig, payload: bytes) -> Fitted:
-    """Inverse of `Fitted.dumps`; refuses any skops type outside the factory's own list."""
+def loads(config: forecaster.ModelConfig, payload: bytes) -> forecaster.Fitted:
+    """Inverse of `dumps`; refuses any skops type outside the factory's own list."""
     if config.kind == "seasonal_naive":
-        return Fitted(config, None)
+        return forecaster.Fitted(config, None)
     if config.kind in classical.CLASSICAL_KINDS:
         kind, params, season = config.kind, config.params, config.season_length
-        return Fitted(config, classical.loads(kind, params, season, payload))
+        return forecaster.Fitted(config, classical.loads(kind, params, season, payload))
     if config.kind == "ensemble":
         parts = json.loads(payload)["members"]
         members = config.members
         if len(parts) != len(members):
             raise ValueError(f"ensemble has {len(members)} members but {len(parts)} payloads")
-        return Fitted(
+        return forecaster.Fitted(
             config, [loads(m, base64.b64decode(p)) for m, p in zip(members, parts, strict=True)]
         )
     if config.kind == "lightgbm":
         import lightgbm as lgb
 
-        return Fitted(config, lgb.Booster(model_str=payload.decode()))
-    if config.kind == POOLED:
+        return forecaster.Fitted(config, lgb.Booster(model_str=payload.decode()))
+    if config.kind == forecaster.POOLED:
         import lightgbm as lgb
 
         raw = json.loads(inflate(payload, MAX_INFLATED))
         booster = lgb.Booster(model_str=str(raw["booster"]))
-        return Fitted(config, Pooled(booster, float(raw["scale"])))
+        return forecaster.Fitted(config, forecaster.Pooled(booster, float(raw["scale"])))
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(data=payload)
@@ -132,7 +115,7 @@ def loads(config: ModelConfig, payload: bytes) -> Fitted:
     unexpected = sorted(_estimator_types(estimator) - set(SKOPS_ESTIMATORS))
     if unexpected:
         raise ValueError(f"refusing to load unexpected estimator(s): {', '.join(unexpected)}")
-    return Fitted(config, estimator)
+    return forecaster.Fitted(config, estimator)
 
 
 def _estimator_types(estimator: Any) -> set[str]:
@@ -150,11 +133,11 @@ class ProductModel:
         self.manifest = manifest
         self.product_id: str = manifest["product_id"]
         self.horizon = int(manifest["horizon"])
-        self.config = ModelConfig.from_json(manifest["config"])
+        self.config = forecaster.ModelConfig.from_json(manifest["config"])
         self.model = loads(self.config, payload)
         self.intervals: dict[str, list[float]] = manifest.get("intervals") or {}
         tail = manifest["history_tail"]
-        self.history = Series(
+        self.history = forecaster.Series(
             np.array(tail["ds"], dtype="datetime64[ns]"),
             np.array(tail["y"], dtype="float64"),
             {k: np.array(v, dtype="float64") for k, v in tail.items() if k not in ("ds", "y")},
@@ -183,7 +166,8 @@ class ProductModel:
 
     def forecast_values(self, horizon: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """`forecast` as its two columns (`ds`, `yhat`), without building a frame."""
-        ds = future_dates(self.history.ds[-1], horizon or self.horizon, self.config.frequency)
+        last, steps = self.history.ds[-1], horizon or self.horizon
+        ds = forecaster.future_dates(last, steps, self.config.frequency)
         return ds, self.model.forecast(self.history, ds, None)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -194,9 +178,9 @@ class ProductModel:
             return self.forecast(given)
         wanted = pd.to_datetime(frame["ds"]).to_numpy("datetime64[ns]")
         last = self.history.ds[-1]
-        freq = FREQ_ALIASES[self.config.frequency]
+        freq = forecaster.FREQ_ALIASES[self.config.frequency]
         steps = len(pd.date_range(pd.Timestamp(last), wanted.max(), freq=freq)) - 1
-        ds = future_dates(last, steps, self.config.frequency)
+        ds = forecaster.future_dates(last, steps, self.config.frequency)
         exog = future_exog(frame, ds, self.config.features.exogenous)
         out = self._frame(ds, self.model.forecast(self.history, ds, exog))
         return out[out["ds"].isin(wanted)].reset_index(drop=True)

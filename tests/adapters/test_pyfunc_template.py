@@ -67,6 +67,7 @@ def test_the_shipped_code_loads_a_model_without_the_factory(tmp_path: Path) -> N
         FORECASTER_CODE,
         MODEL_CODE,
         SAVED_CODE,
+        manifest_of,
     )
     from factory.core.fleet import FamilySpec, GateSpec
     from factory.core.training import train_many
@@ -80,14 +81,7 @@ def test_the_shipped_code_loads_a_model_without_the_factory(tmp_path: Path) -> N
     code.mkdir(), folder.mkdir()
     for path in (FORECASTER_CODE, CLASSICAL_CODE, SAVED_CODE, MODEL_CODE):
         (code / path.name).write_text(path.read_text())
-    manifest = {
-        "product_id": outcome.product_id,
-        "horizon": len(outcome.forecast),
-        "config": outcome.config_json,
-        "history_tail": outcome.history_tail,
-        "intervals": outcome.intervals,
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "manifest.json").write_text(json.dumps(manifest_of(outcome)))
     (folder / "model.bin").write_bytes(outcome.payload)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(

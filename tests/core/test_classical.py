@@ -14,7 +14,7 @@ from factory.core.fleet import FamilySpec, GateSpec
 from factory.core.forecaster import FeatureConfig, ModelConfig, Series, fit
 from factory.core.intervals import conformal_widths, naive_widths
 from factory.core.metrics import METRICS
-from factory.core.saved import ProductModel, loads
+from factory.core.saved import loads
 from factory.core.training import (
     ProductOutcome,
     _backtest_candidates,
@@ -22,6 +22,7 @@ from factory.core.training import (
     fallback_label,
     train_product,
 )
+from tests.support.models import model_of
 
 START = np.datetime64("2015-01", "M")
 MONTHLY = {
@@ -195,18 +196,6 @@ def family(*models: dict, **over: object) -> FamilySpec:
 CLASSICAL_FAMILY = family(
     {"kind": "ridge"}, {"kind": "auto_ets"}, {"kind": "theta"}, {"kind": "ensemble", "top_k": 2}
 )
-
-
-def model_of(outcome) -> ProductModel:
-    """The registered model as it is loaded again from its manifest and bytes."""
-    manifest = {
-        "product_id": outcome.product_id,
-        "horizon": len(outcome.forecast),
-        "config": outcome.config_json,
-        "history_tail": outcome.history_tail,
-        "intervals": outcome.intervals,
-    }
-    return ProductModel(json.loads(json.dumps(manifest)), outcome.payload)
 
 
 def test_a_classical_winner_loads_back_to_its_reported_forecast():

@@ -13,8 +13,8 @@ from factory.core import pooled, saved
 from factory.core.backtest import Window
 from factory.core.fleet import FamilySpec, GateSpec
 from factory.core.forecaster import POOLED, FeatureConfig, ModelConfig, Series, fit
-from factory.core.saved import ProductModel
 from factory.core.training import pooled_candidates, train_many
+from tests.support.models import model_of
 
 START = np.datetime64("2010-01", "M")
 FEATURES = {"lags": [1, 2, 12], "rolling_means": [3], "calendar": ["month"]}
@@ -75,14 +75,7 @@ def test_products_of_any_size_share_one_booster_and_forecast_their_own_level():
 def test_a_registered_pooled_model_loads_back_to_its_reported_forecast():
     items = panel(LEVELS[:4])
     outcome = train_many(items, family(POOLED_MODEL), GateSpec(), {})[2]
-    manifest = {
-        "product_id": outcome.product_id,
-        "horizon": len(outcome.forecast),
-        "config": outcome.config_json,
-        "history_tail": outcome.history_tail,
-        "intervals": outcome.intervals,
-    }
-    model = ProductModel(json.loads(json.dumps(manifest)), outcome.payload)
+    model = model_of(outcome)
     assert np.allclose(model.forecast()["yhat"], outcome.forecast)
     state = json.loads(zlib.decompress(outcome.payload))
     assert set(state) == {"booster", "scale"} and state["booster"].startswith("tree")
@@ -153,14 +146,7 @@ def test_an_ensemble_can_combine_the_pooled_model_with_per_product_ones():
     assert outcome.status == "registered" and outcome.challenger == "ensemble"
     cfg = ModelConfig.from_json(outcome.config_json)
     assert [m.kind for m in cfg.members] in (["ridge", POOLED], [POOLED, "ridge"])
-    manifest = {
-        "product_id": outcome.product_id,
-        "horizon": len(outcome.forecast),
-        "config": outcome.config_json,
-        "history_tail": outcome.history_tail,
-        "intervals": outcome.intervals,
-    }
-    model = ProductModel(json.loads(json.dumps(manifest)), outcome.payload)
+    model = model_of(outcome)
     assert np.allclose(model.forecast()["yhat"], outcome.forecast)
 
 

@@ -132,7 +132,17 @@ def save_pyfunc(o: ProductOutcome, path: Path) -> None:
         template = _pyfunc_template(exogenous)
     shutil.copytree(template, path)
     art = path / "artifacts" / "model"
-    manifest = {
+    (art / "manifest.json").write_text(json.dumps(manifest_of(o)))
+    (art / "model.bin").write_bytes(o.payload)
+    mlmodel = _MLMODEL_IDENTITY.sub(
+        lambda m: f"{m[1]}: {_identity(m[1])}", (path / "MLmodel").read_text()
+    )
+    (path / "MLmodel").write_text(mlmodel)
+
+
+def manifest_of(o: ProductOutcome) -> dict[str, object]:
+    """What a registered model's `manifest.json` holds (`ProductModel` reads it back)."""
+    return {
         "product_id": o.product_id,
         "family": o.family,
         "config": o.config_json,
@@ -142,12 +152,6 @@ def save_pyfunc(o: ProductOutcome, path: Path) -> None:
         "history": o.history,
         "intervals": o.intervals or {},
     }
-    (art / "manifest.json").write_text(json.dumps(manifest))
-    (art / "model.bin").write_bytes(o.payload)
-    mlmodel = _MLMODEL_IDENTITY.sub(
-        lambda m: f"{m[1]}: {_identity(m[1])}", (path / "MLmodel").read_text()
-    )
-    (path / "MLmodel").write_text(mlmodel)
 
 
 _MLMODEL_IDENTITY = re.compile(r"^(model_uuid|utc_time_created): .*$", re.MULTILINE)
