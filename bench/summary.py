@@ -339,6 +339,20 @@ def split_table(report: Report) -> Table:
     return table
 
 
+def candidate_table(report: Report) -> Table:
+    """Each candidate's backtest cost per product it ran on (worker time)."""
+    keys = [k for k in ("raw", "factory") if k in report.runs]
+    table = Table(title="Per-candidate backtest cost, ms per product (worker time)")
+    table.add_column("candidate")
+    for k in keys:
+        table.add_column(report.runs[k].label, justify="right")
+    labels = sorted({c for k in keys for c in report.runs[k].result.candidate_ms})
+    for label in labels:
+        cells = [report.runs[k].result.candidate_ms.get(label) for k in keys]
+        table.add_row(label, *(_num(c, ",.1f") for c in cells))
+    return table
+
+
 def timeline_table(runs: dict[str, ModeRun]) -> Table:
     """The train-fleet runs' timelines side by side."""
     keys = [k for k, r in runs.items() if r.timeline]
@@ -368,7 +382,12 @@ def print_report(console: Console, report: Report) -> None:
     """All tables, then the markdown for the README."""
     console.print(modes_table(report.rows, report.runs))
     print_notes(console, report)
-    tables = (targets_table(report), split_table(report), timeline_table(report.runs))
+    tables = (
+        targets_table(report),
+        split_table(report),
+        candidate_table(report),
+        timeline_table(report.runs),
+    )
     for table in (*tables, checks_table(report.checks)):
         console.print(table)
     flow = report.runs["factory"].result
@@ -398,6 +417,10 @@ def markdown(report: Report) -> str:
         )
     ratios = ", ".join(f"{k} = {v:.2f}" for k, v in report.ratios.items())
     lines += ["", f"Ratios (wall): {ratios}."]
+    costs = report.runs["factory"].result.candidate_ms
+    if costs:
+        each = ", ".join(f"{k} {v:,.1f}" for k, v in costs.items())
+        lines += ["", f"Backtest ms per product, by candidate (factory, worker time): {each}."]
     return "\n".join(lines)
 
 

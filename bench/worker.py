@@ -20,6 +20,7 @@ from factory.adapters.data import read_panel
 from factory.adapters.lineage import code_fingerprint
 from factory.core.contract import fleet_series, validate_panel
 from factory.core.fleet import load_fleet, make_shards
+from factory.core.outcomes import candidate_ms
 from factory.core.training import ChampionRef, ProductOutcome, train_many
 
 FRAMEWORKS = ("prefect", "ray", "mlflow")
@@ -55,6 +56,7 @@ def run_raw(job: Job) -> WorkerResult:
         shards=len(shards),
         outcome_digest=digest_outcomes(outcomes),
         code_fingerprint=code_fingerprint(),
+        candidate_ms=candidate_ms([o for o in outcomes if o.status != "failed"]),
         notes=[f"Pool({os.cpu_count()}), start method {multiprocessing.get_start_method()}"],
     )
 
@@ -87,6 +89,7 @@ def run_factory(job: Job) -> WorkerResult:
         flow_body_s=summary.wall_s,
         outcome_digest=outcome_digest((str(p), str(s), str(f)) for p, s, f in rows),
         code_fingerprint=code_fingerprint(),
+        candidate_ms=summary.candidate_ms,
     )
 
 

@@ -50,6 +50,7 @@ class WorkerResult:
     outcome_digest: str = ""
     code_fingerprint: str = ""
     notes: list[str] = field(default_factory=list)
+    candidate_ms: dict[str, float] = field(default_factory=dict)  # backtest ms per product
 
     def write(self, path: Path) -> None:
         """Save as JSON for bench/run.py."""

@@ -301,13 +301,6 @@ def quality_split(reports: list[ShardReport]) -> dict[str, dict]:
     """Trained products per history path, registered models per kind, and the mean backtest
     cost of each candidate per product it ran on."""
     outcomes = [o for r in reports for o in r.outcomes if o.status != "failed"]
-    costs: dict[str, list[float]] = {}
-    for o in outcomes:
-        for key, seconds in o.timings.items():
-            if key.startswith("candidate."):
-                costs.setdefault(key.removeprefix("candidate.").removesuffix("_s"), []).append(
-                    seconds
-                )
     kinds = [
         json.loads(o.config_json)["kind"]
         for o in outcomes
@@ -316,8 +309,19 @@ def quality_split(reports: list[ShardReport]) -> dict[str, dict]:
     return {
         "history": dict(Counter(o.history for o in outcomes)),
         "winners": dict(Counter(kinds)),
-        "candidate_ms": {k: 1000 * sum(v) / len(v) for k, v in sorted(costs.items())},
+        "candidate_ms": candidate_ms(outcomes),
     }
+
+
+def candidate_ms(outcomes: Iterable[ProductOutcome]) -> dict[str, float]:
+    """Each candidate's mean backtest ms per product it ran on."""
+    costs: dict[str, list[float]] = {}
+    for o in outcomes:
+        for key, seconds in o.timings.items():
+            if key.startswith("candidate."):
+                label = key.removeprefix("candidate.").removesuffix("_s")
+                costs.setdefault(label, []).append(seconds)
+    return {k: 1000 * sum(v) / len(v) for k, v in sorted(costs.items())}
 
 
 def cost_split(validation_s: float, reports: list[ShardReport], total: int) -> dict[str, float]:
