@@ -15,6 +15,7 @@ import contextlib
 import gc
 import logging
 import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -341,6 +342,11 @@ def start(
         time.sleep(0.5)
 
 
-def stop() -> None:
-    """Shut the endpoint (and Serve) down on this Ray."""
-    serve.shutdown()
+def stop(wait_s: float = 30.0) -> bool:
+    """Shut the endpoint (and Serve) down on this Ray; False when Serve's shutdown did not
+    finish within `wait_s` (it can hang: ray-project/ray#16589, #29431), left to run on in a
+    daemon thread."""
+    worker = threading.Thread(target=serve.shutdown, name="serve-shutdown", daemon=True)
+    worker.start()
+    worker.join(wait_s)
+    return not worker.is_alive()

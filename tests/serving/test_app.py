@@ -279,3 +279,20 @@ def test_the_model_header_keeps_each_product_on_one_replica(endpoint: tuple[str,
     for _ in range(4):
         assert ask(url, product_id=without).status_code == 200
     assert sum(loaded().values()) == len(with_header) + 2  # taken by both
+
+
+def test_stopping_gives_up_on_a_hung_serve_shutdown(monkeypatch) -> None:
+    """Serve's shutdown can hang (ray-project/ray#16589); `factory serve` must still exit on
+    Ctrl+C, so stop() waits a bounded time and says whether Serve finished."""
+    import threading
+
+    from factory.serving import app
+
+    release = threading.Event()
+    monkeypatch.setattr(app.serve, "shutdown", release.wait)
+    started = time.monotonic()
+    assert app.stop(wait_s=0.5) is False
+    assert time.monotonic() - started < 5
+    release.set()
+    monkeypatch.setattr(app.serve, "shutdown", lambda: None)
+    assert app.stop(wait_s=5) is True
