@@ -24,11 +24,25 @@ from factory.adapters.data import read_panel
 from factory.adapters.lineage import code_fingerprint
 from factory.core.contract import fleet_series, validate_panel
 from factory.core.fleet import FamilySpec, GateSpec, load_fleet
-from factory.core.forecaster import ModelConfig, Series
+from factory.core.forecaster import Fitted, ModelConfig, Series
 from factory.core.saved import loads
 from factory.core.training import ProductOutcome, train_product
 
 THREADS_SETTING = "PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS"
+SKLEARN_KINDS = ("ridge", "elastic_net", "random_forest")
+
+
+class Wrapped(mlflow.pyfunc.PythonModel):
+    """A fitted model MLflow has no flavor for, as a user would wrap it (cloudpickled)."""
+
+    def __init__(self, model: Fitted) -> None:
+        self.model = model
+
+    def predict(
+        self, context: object, model_input: pd.DataFrame, params: dict | None = None
+    ) -> list:
+        """Not called by the benchmark: it only logs and registers."""
+        return []
 
 
 @dataclass
@@ -53,14 +67,18 @@ class NaiveRun:
 
 def log_and_register(outcome: ProductOutcome) -> None:
     """One MLflow run with params, metrics and a default-logged model; register it; alias it."""
-    assert outcome.config_json and outcome.payload and outcome.challenger
+    assert outcome.config_json and outcome.payload is not None and outcome.challenger
     config = ModelConfig.from_json(outcome.config_json)
-    estimator = loads(config, outcome.payload).estimator
-    flavor = mlflow.lightgbm if config.kind == "lightgbm" else mlflow.sklearn
+    model = loads(config, outcome.payload)
     with mlflow.start_run(run_name=outcome.product_id):
-        mlflow.log_params(config.params)
+        mlflow.log_params({k: str(v)[:250] for k, v in config.params.items()})
         mlflow.log_metrics(outcome.scores[outcome.challenger])
-        info = flavor.log_model(estimator, name="model")
+        if config.kind == "lightgbm":
+            info = mlflow.lightgbm.log_model(model.estimator, name="model")
+        elif config.kind in SKLEARN_KINDS:
+            info = mlflow.sklearn.log_model(model.estimator, name="model")
+        else:  # no MLflow flavor (ensembles, statsforecast, seasonal naive): a pickled pyfunc
+            info = mlflow.pyfunc.log_model(name="model", python_model=Wrapped(model))
     version = mlflow.register_model(info.model_uri, f"naive.{outcome.product_id}")
     MlflowClient().set_registered_model_alias(version.name, "champion", version.version)
 
