@@ -17,7 +17,6 @@ import numpy as np
 
 from factory.core.backtest import Window
 from factory.core.forecaster import (
-    POOLED,
     Fitted,
     ModelConfig,
     Pooled,
@@ -84,13 +83,12 @@ def pooled_run(
     windows: dict[str, list[Window]],
     limit: int,
 ) -> PooledRun:
-    """Backtest every pooled candidate on each product's windows and train its full-history
+    """Backtest every pooled candidate (`configs`, all of kind pooled_lightgbm) on each
+    product's windows and train its full-history
     booster. A window uses the booster of the latest cutoff at or before its origin (at most
     `limit` cutoffs: ragged histories would otherwise need one booster per origin)."""
     run = PooledRun()
     for label, config in configs.items():
-        if config.kind != POOLED:
-            continue
         start = time.perf_counter()
         need = min_train(config)
         eligible = [(p, s) for p, s in items if windows[p] and windows[p][0].origin >= need]
@@ -115,8 +113,7 @@ def pooled_run(
 
 def failed(configs: dict[str, ModelConfig], items: list[tuple[str, Series]], why: str) -> PooledRun:
     """A batch whose pooled training raised: every product drops the pooled candidates."""
-    labels = [k for k, c in configs.items() if c.kind == POOLED]
-    return PooledRun(dropped={pid: dict.fromkeys(labels, why) for pid, _ in items})
+    return PooledRun(dropped={pid: dict.fromkeys(configs, why) for pid, _ in items})
 
 
 def _paths(

@@ -181,7 +181,6 @@ def train_product(
     )
     if not windows:
         return _train_minimal(outcome, series, family, gate, champion)
-    shared = shared or pooled.PooledRun()
     results = _backtest_candidates(outcome, series, family, windows, gate.metric, shared)
     metric = gate.metric
     label = challenger_label(results, metric, ensemble_spec(family))
@@ -202,7 +201,8 @@ def train_product(
     outcome.challenger, outcome.config_json = label, best.config.key
     if decision.verdict == "registered":
         widths = conformal_widths(errors(best, series, windows), family.horizon)
-        _attach_model(outcome, best.config, series, family.horizon, widths, shared.shared)
+        boosters = shared.shared if shared else None
+        _attach_model(outcome, best.config, series, family.horizon, widths, boosters)
     outcome.timings |= {"backtest_s": t1 - t0, "fit_s": time.perf_counter() - t1}
     return outcome
 
