@@ -15,6 +15,9 @@ reported). On the training part:
   (started here, stopped at the end). fleet.yaml is written from FLEET_TEMPLATE: one family,
   every product, MODELS as candidates, promotion auto (forecasts come from production models),
   failure budget 1.0. Products without a forecast are counted with the factory's reason.
+  On the synthetic panel the family uses price and promo, and the forecast is given their
+  held-out values as known future inputs (`factory forecast --inputs`: the promotion calendar
+  and price list a planner has); the peers are univariate.
 - peers: statsforecast's SeasonalNaive, AutoETS, AutoTheta and AutoARIMA on numpy arrays, over
   a pool of --workers processes (warmed up first: numba compiles on first use). A peer that
   fails on a series falls back to seasonal naive there (naive when the series is shorter
@@ -102,12 +105,13 @@ families:
       lags: {lags}
       rolling_means: {rolling_means}
       calendar: {calendar}
-      exogenous: []
+      exogenous: {exogenous}
     models:
 {models}
     backtest: {{windows: {windows}}}
     validation:
       max_stale_periods: {max_stale}
+      allow_all_zero: true  # public sales data: a product that sold nothing is real
     products:
       all: true
 """
@@ -130,6 +134,7 @@ class DatasetSpec:
     rolling_means: tuple[int, ...]
     calendar: tuple[str, ...]
     windows: int = 6  # monthly and quarterly: six years / 1.5 years of backtest
+    exogenous: tuple[str, ...] = ()  # inputs known in advance, given for the held-out dates
 
 
 MONTHLY = {"frequency": "MS", "season_length": 12, "horizon": 12, "calendar": ("month",)}
@@ -138,7 +143,15 @@ DATASETS = {
     "pbs": DatasetSpec("pbs", lags=(1, 2, 3, 12), rolling_means=(3, 12), **MONTHLY),
     "tourism": DatasetSpec("tourism", "QS", 4, 8, tuple(range(1, 9)), (4, 8), ("month",)),
     "synthetic": DatasetSpec(
-        "synthetic", "D", 7, 28, (1, 7, 14, 28), (7, 28), ("dayofweek", "month"), windows=3
+        "synthetic",
+        "D",
+        7,
+        28,
+        (1, 7, 14, 28),
+        (7, 28),
+        ("dayofweek", "month"),
+        windows=3,
+        exogenous=("price", "promo"),  # the promotion calendar and price list, as planned
     ),
 }
 
@@ -168,7 +181,7 @@ def load_dataset(name: str, synthetic_products: int) -> pd.DataFrame:
         from factory.core.synthetic import PanelSpec, generate_panel
 
         frame = generate_panel(PanelSpec(n_products=synthetic_products, seed=SEED)).frame
-        return frame[["unique_id", "ds", "y"]].astype({"unique_id": str})
+        return frame[["unique_id", "ds", "y", "price", "promo"]].astype({"unique_id": str})
     from factory.adapters.tsdata import load_real
 
     return load_real(name)
@@ -199,12 +212,14 @@ def split_panel(frame: pd.DataFrame, horizon: int) -> Split:
     return split
 
 
-def training_frame(frame: pd.DataFrame, split: Split) -> pd.DataFrame:
-    """The rows the factory trains on: each series without its held-out periods."""
+def training_frame(frame: pd.DataFrame, split: Split, held: bool = False) -> pd.DataFrame:
+    """The rows the factory trains on: each series without its held-out periods (with
+    `held`: only those periods)."""
     n = frame.groupby("unique_id", sort=False)["y"].transform("size")
     position = frame.groupby("unique_id", sort=False).cumcount()
-    held = frame["unique_id"].map({p: len(v) for p, v in split.test.items()}).fillna(0)
-    return frame[position < n - held].reset_index(drop=True)
+    tested = frame["unique_id"].map({p: len(v) for p, v in split.test.items()}).fillna(0)
+    train = position < n - tested
+    return frame[~train if held else train].reset_index(drop=True)
 
 
 # --- the factory, end to end in a subprocess ------------------------------------------------
@@ -247,11 +262,15 @@ def fleet_yaml(spec: DatasetSpec, products: int, workers: int) -> str:
         models=textwrap.indent(yaml.safe_dump(MODELS, sort_keys=False), " " * 6).rstrip(),
         windows=spec.windows,
         max_stale=MAX_STALE_PERIODS,
+        exogenous=flow_list(spec.exogenous),
     )
 
 
-def run_factory(fleet: str, out: str, horizon: int, run: FactoryRun) -> None:
-    """train-fleet then forecast-products, filling `run` as they go."""
+def run_factory(
+    fleet: str, out: str, horizon: int, run: FactoryRun, inputs: str | None = None
+) -> None:
+    """train-fleet then forecast-products (with the known future inputs at `inputs`), filling
+    `run` as they go."""
     from factory.adapters.fanout import ensure_ray
     from factory.settings import get_settings
     from flows.forecast_products import forecast_products_flow
@@ -262,7 +281,7 @@ def run_factory(fleet: str, out: str, horizon: int, run: FactoryRun) -> None:
     run.ray_s, t0 = time.perf_counter() - t0, time.perf_counter()
     summary = train_fleet(fleet)
     run.train_s, run.counts, t0 = time.perf_counter() - t0, summary.counts, time.perf_counter()
-    report = forecast_products_flow(None, horizon, out)
+    report = forecast_products_flow(None, horizon, out, inputs_url=inputs)
     run.forecast_s = time.perf_counter() - t0
     run.forecast_missing, run.forecast_url = report.missing, report.url
 
@@ -280,11 +299,12 @@ def product_outcomes() -> tuple[dict[str, str], dict[str, str]]:
 
 
 def worker_main(argv: list[str]) -> None:
-    """`--worker FLEET OUT RESULT HORIZON`: run the factory, write a FactoryRun as JSON."""
-    fleet, out, result, horizon = argv
+    """`--worker FLEET OUT RESULT HORIZON [INPUTS]`: run the factory, write a FactoryRun as
+    JSON."""
+    fleet, out, result, horizon, *inputs = argv
     run = FactoryRun()
     try:
-        run_factory(fleet, out, int(horizon), run)
+        run_factory(fleet, out, int(horizon), run, inputs[0] if inputs else None)
     except Exception as exc:  # the parent reports it under the dataset's name, unscored
         run.error = f"{type(exc).__name__}: {exc}"
     run.statuses, run.kinds = product_outcomes()
@@ -317,9 +337,15 @@ def worker_env(code: Path, home: Path, api: str, as_of: str, workers: int) -> di
 
 
 def factory_on(
-    spec: DatasetSpec, train: pd.DataFrame, root: Path, env: dict[str, str], products: int
+    spec: DatasetSpec,
+    train: pd.DataFrame,
+    held: pd.DataFrame,
+    root: Path,
+    env: dict[str, str],
+    products: int,
 ) -> FactoryRun:
-    """Write the data and fleet.yaml into a fresh home, run the factory subprocess."""
+    """Write the data, the held-out dates' known inputs (when the family has exogenous ones)
+    and fleet.yaml into a fresh home, run the factory subprocess."""
     from factory.adapters.data import write_panel
 
     home = Path(env["FACTORY_HOME"])
@@ -329,6 +355,10 @@ def factory_on(
     result, log = root / "factory.json", root / "factory.log"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(fleet)]
     cmd += [str(root / "forecasts"), str(result), str(spec.horizon)]
+    if spec.exogenous:
+        inputs = root / "inputs.parquet"
+        held[["unique_id", "ds", *spec.exogenous]].to_parquet(inputs, index=False)
+        cmd.append(str(inputs))
     t0 = time.perf_counter()
     with log.open("wb") as out:
         code = subprocess.run(cmd, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT)
@@ -632,7 +662,8 @@ def evaluate(spec: DatasetSpec, args: argparse.Namespace, ws: Workspace) -> dict
     home = root / "home"
     as_of = str(frame["ds"].max().date())
     env = worker_env(ws.code, home, ws.api, as_of, ws.workers)
-    run = factory_on(spec, training_frame(frame, split), root, env, series)
+    train, held = training_frame(frame, split), training_frame(frame, split, held=True)
+    run = factory_on(spec, train, held, root, env, series)
     note = f"error: {run.error.splitlines()[0]}" if run.error else f"counts {run.counts}"
     print(f"  factory: {run.wall_s:.1f} s, {note}", flush=True)
     made = factory_forecasts(run, split)
@@ -649,6 +680,7 @@ def evaluate(spec: DatasetSpec, args: argparse.Namespace, ws: Workspace) -> dict
         "horizon": spec.horizon,
         "frequency": spec.frequency,
         "season_length": spec.season_length,
+        "known_inputs": list(spec.exogenous),
         "shortened": split.shortened,
         "unscored": split.unscored,
         "methods": {"factory": factory, **peers},

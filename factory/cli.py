@@ -247,20 +247,30 @@ def forecast(
         int | None, typer.Option(min=1, help="Periods ahead (default: family horizon).")
     ] = None,
     out: Annotated[str | None, typer.Option(help="Output folder or fsspec URL.")] = None,
+    inputs: Annotated[
+        str | None,
+        typer.Option(
+            help="Known future inputs: a parquet or CSV file with unique_id, ds and the"
+            " families' exogenous columns (e.g. a promotion calendar)."
+        ),
+    ] = None,
 ) -> None:
     """Write forecasts from each product's serving model (model version on every row)."""
+    from factory.adapters.data import read_inputs
     from factory.adapters.preflight import check_forecast_products
     from factory.core.outcomes import name_ids
 
     _preflight()
     if chosen := _split(products):
         check_forecast_products(get_settings(), chosen)  # none known: fail before Prefect
+    if inputs:
+        read_inputs(inputs)  # a bad file fails here, before Prefect
     _prefect_database(ctx)
 
     from flows.forecast_products import forecast_products_flow
 
     with console.status("forecasting"):
-        report = forecast_products_flow(chosen, horizon, out)
+        report = forecast_products_flow(chosen, horizon, out, inputs_url=inputs)
     console.print(f"wrote {report.rows:,} rows for {report.products:,} products to {report.url}")
     if report.unknown:
         warn(f"unknown product(s): {name_ids(report.unknown)} (no registered model); not forecast")

@@ -13,7 +13,13 @@ from factory.adapters.identity import ANALYST, settings_as
 from factory.adapters.registry.registry import Registry
 from factory.core.outcomes import name_ids
 from factory.serving.batch import SHARD_SIZE, ShardForecast, StoreAccess, failed_shard
-from tasks.forecast import forecast_shard, plan_forecasts, served_products, write_batch
+from tasks.forecast import (
+    forecast_shard,
+    known_inputs,
+    plan_forecasts,
+    served_products,
+    write_batch,
+)
 
 
 @flow(name="forecast-products", task_runner=ThreadPoolTaskRunner(max_workers=8))  # type: ignore[arg-type]
@@ -22,12 +28,14 @@ def forecast_products_flow(
     horizon: int | None = None,
     out_url: str | None = None,
     shard_size: int = SHARD_SIZE,
+    inputs_url: str | None = None,
 ) -> ForecastReport:
     """Write forecasts for the chosen products (all served products by default), with the
     model version and role ("serving", or "shadow" for a staging challenger) on every row.
 
     Asked-for products without a serving model are named: an error when none has one, a
-    warning otherwise. Nothing is written when no product could be forecast."""
+    warning otherwise. Nothing is written when no product could be forecast. `inputs_url`: a
+    file of known future inputs (`unique_id, ds` and exogenous columns such as promo)."""
     log = get_run_logger()
     settings = settings_as(ANALYST)
     registry = Registry(settings)
@@ -38,8 +46,9 @@ def forecast_products_flow(
             name_ids(unknown),
             len(chosen),
         )
+    inputs = known_inputs(inputs_url, chosen) if inputs_url else None
     plan = plan_forecasts(registry, chosen)
-    shards = plan.shards(shard_size)
+    shards = plan.shards(shard_size, inputs)
     verifier, access = registry.verifier, StoreAccess.of(settings)
     futures = [forecast_shard.submit(s, horizon or 0, verifier, access) for s in shards]
     shard_of = {f.task_run_id: s for f, s in zip(futures, shards, strict=True)}

@@ -57,8 +57,15 @@ def train_fleet(fleet_path: str = "fleet.yaml", products: list[str] | None = Non
         counts: Counter = Counter(skipped=len(prepared.skipped)) if prepared.skipped else Counter()
         update_progress(progress, len(prepared.skipped), len(report.valid_ids), counts)
         keys = prepared.keys
-        futures = [
-            train_shard.submit(s, prepared.refs[s.key], prepared.fleet, keys, lineage, registry)
+        futures = [  # each shard gets only its own keys: Prefect walks every task parameter
+            train_shard.submit(
+                s,
+                prepared.refs[s.key],
+                prepared.fleet,
+                {p: keys[p] for p in s.product_ids},
+                lineage,
+                registry,
+            )
             for s in prepared.shards
         ]
         shard_of = {f.task_run_id: s for f, s in zip(futures, prepared.shards, strict=True)}

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from factory.adapters.data import read_inputs
 from factory.adapters.fanout import ensure_ray
 from factory.adapters.forecasts import ForecastReport, save_forecasts, served_product_ids
 from factory.adapters.prefect_env import retry_unless_user_error
 from factory.adapters.registry.registry import Registry
 from factory.adapters.signing import Verifier
+from factory.core.outcomes import name_ids
 from factory.serving.batch import (
     ForecastShard,
     ServingPlan,
@@ -26,6 +29,19 @@ from factory.serving.batch import (
 def served_products(registry: Registry) -> list[str]:
     """Products with a production model, or a staging one when none is in production."""
     return served_product_ids(registry)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="read-inputs")
+def known_inputs(url: str, products: list[str]) -> dict[str, pd.DataFrame]:
+    """The known future inputs at `url` (`read_inputs`) of the products being forecast."""
+    inputs = read_inputs(url)
+    chosen = set(products)
+    unused = [p for p in inputs if p not in chosen]
+    log = get_run_logger()
+    if unused:
+        log.warning("future inputs for %s not used: not forecast here", name_ids(unused))
+    log.info("known future inputs for %d product(s) from %s", len(inputs) - len(unused), url)
+    return {p: rows for p, rows in inputs.items() if p in chosen}
 
 
 @task(cache_policy=NO_CACHE, task_run_name="plan-forecasts")
@@ -68,12 +84,16 @@ def write_batch(
 
 @task(cache_policy=NO_CACHE, retries=1, retry_condition_fn=retry_unless_user_error)
 def write_forecasts(
-    products: list[str], horizon: int | None, out_url: str, registry: Registry
+    products: list[str],
+    horizon: int | None,
+    out_url: str,
+    registry: Registry,
+    inputs: dict[str, pd.DataFrame] | None = None,
 ) -> ForecastReport:
     """Forecast every product on Ray and write one parquet file (and the forecast history), in
     one task; when no product could be forecast, write nothing (an earlier file is not replaced
     by an empty one)."""
-    batch = forecast_products(registry, products, horizon)
+    batch = forecast_products(registry, products, horizon, inputs=inputs)
     forecasts_url = registry.settings.resolved_forecasts_url
     report = save_forecasts(
         batch.frame, batch.missing, out_url, forecasts_url, batch.shadow_missing

@@ -31,7 +31,8 @@ def train_shard(
     lineage: RunLineage,
     registry: Registry,
 ) -> ShardReport:
-    """Fit, backtest and gate every product of a shard on Ray, then register its winners.
+    """Fit, backtest and gate every product of a shard on Ray, then register its winners
+    (`keys`: the training key of each of the shard's products).
 
     A bad product becomes a failed outcome with its reason; only infrastructure errors raise
     (and are retried). Every attempt reads its champions afresh, and a version already made
@@ -44,7 +45,7 @@ def train_shard(
     done, registry_s = registry.register_shard(
         shard.key,
         outcomes,
-        {p: keys[p] for p in shard.product_ids},
+        keys,
         lineage,
         spec.auto_promote and not registry.settings.least_privilege,  # else promote-fleet
     )

@@ -335,6 +335,17 @@ def test_forecast_of_known_and_unknown_products_warns_and_forecasts_the_known(
     assert set(pd.read_parquet(out / "forecasts.parquet")["unique_id"]) == {pid}
 
 
+def test_forecast_with_a_bad_inputs_file_names_it_and_writes_nothing(
+    train_env: dict, tmp_path: Path
+) -> None:
+    bad = tmp_path / "promos.csv"
+    bad.write_text("unique_id,ds,promo\nsku-1,2026-11-03,maybe\n")
+    out = tmp_path / "fc"
+    result = invoke("forecast", "--inputs", str(bad), "--out", str(out))
+    assert_user_error(result, str(bad), "column promo", "'maybe'")
+    assert not out.exists()
+
+
 def test_forecast_of_unknown_products_only_writes_nothing(train_env: dict, tmp_path: Path) -> None:
     out = tmp_path / "fc"
     out.mkdir()

@@ -22,6 +22,12 @@ class NoDataFiles(DataError):
     """A data folder that does not exist yet or holds no data files."""
 
 
+class InputsError(DataError):
+    """A mistake in a file of known future inputs, naming the file, the column and the product."""
+
+    hint = "check the inputs file named above (columns unique_id, ds and exogenous inputs)"
+
+
 def list_data_files(url: str) -> list[str]:
     """Parquet and CSV files at a folder URL (or the URL itself when it names one file)."""
     fs, root = fsspec.core.url_to_fs(url)
@@ -48,12 +54,7 @@ def read_file(url: str) -> pd.DataFrame:
     parse is left as written, for validation to quarantine its product with the value; a file
     with no rows, or whose ds or y column holds nothing that parses, is a DataError.
     """
-    with fsspec.open(url, "rb") as fh:
-        raw = fh.read()
-    try:
-        frame = pd.read_parquet(io.BytesIO(raw)) if url.endswith(".parquet") else _read_csv(raw)
-    except Exception as exc:
-        raise DataError(f"{url}: cannot be read ({exc})") from None
+    frame = _read_table(url)
     missing = [c for c in KEY_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{url}: missing column(s) {', '.join(missing)}; expected unique_id, ds, y")
@@ -65,6 +66,72 @@ def read_file(url: str) -> pd.DataFrame:
     if dates.notna().sum() == frame["ds"].notna().sum():  # else validation names the bad ones
         frame["ds"] = dates
     return frame
+
+
+def _read_table(url: str) -> pd.DataFrame:
+    """A parquet or CSV file as written (a DataError naming it when it cannot be read)."""
+    try:
+        with fsspec.open(url, "rb") as fh:
+            raw = fh.read()
+        return pd.read_parquet(io.BytesIO(raw)) if url.endswith(".parquet") else _read_csv(raw)
+    except FileNotFoundError:
+        raise DataError(f"{url}: no such file") from None
+    except Exception as exc:
+        raise DataError(f"{url}: cannot be read ({exc})") from None
+
+
+def read_inputs(url: str) -> dict[str, pd.DataFrame]:
+    """Known future inputs (a promotion calendar, planned prices): a parquet or CSV file with
+    `unique_id`, `ds` and one column per exogenous input; product -> its rows (`ds` and the
+    inputs), by date. An empty cell is not given (the model's assumption is used there); a
+    date or number that does not parse, or a product given twice for a date, is an InputsError
+    naming the file, the column and the product."""
+    try:
+        frame = _read_table(url)
+    except DataError as exc:
+        raise InputsError(str(exc)) from None
+    missing = [c for c in ("unique_id", "ds") if c not in frame.columns]
+    if missing:
+        raise InputsError(f"{url}: missing column(s) {', '.join(missing)}; expected unique_id, ds")
+    inputs = [c for c in frame.columns if c not in ("unique_id", "ds")]
+    if not inputs:
+        raise InputsError(f"{url}: no input columns (e.g. promo, price) besides unique_id and ds")
+    frame["unique_id"] = frame["unique_id"].astype("string")
+    dates = parse_dates(frame["ds"])
+    _refuse_bad_cells(url, frame, "ds", dates, "a date")
+    frame["ds"] = dates
+    for column in inputs:
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        _refuse_bad_cells(url, frame, column, numbers, "a number")
+        frame[column] = numbers.astype("float64")
+    twice = frame.duplicated(["unique_id", "ds"])
+    if twice.any():
+        row = frame.loc[twice].iloc[0]
+        raise InputsError(
+            f"{url}: product {row['unique_id']!r} is given twice for {row['ds'].date()}"
+            f" ({int(twice.sum())} duplicated row(s))"
+        )
+    frame = frame.sort_values(["unique_id", "ds"], kind="stable")
+    return {
+        str(pid): rows.drop(columns="unique_id").reset_index(drop=True)
+        for pid, rows in frame.groupby("unique_id", sort=True)
+    }
+
+
+def _refuse_bad_cells(
+    url: str, frame: pd.DataFrame, column: str, parsed: pd.Series, what: str
+) -> None:
+    """An InputsError naming the first cell of `column` that holds something other than
+    `what` (a missing date counts)."""
+    bad = parsed.isna() & frame[column].notna()
+    if column == "ds":
+        bad |= frame[column].isna()
+    if bad.any():
+        row = frame.loc[bad].iloc[0]
+        raise InputsError(
+            f"{url}: column {column} of product {row['unique_id']!r} holds {row[column]!r},"
+            f" not {what} ({int(bad.sum())} such row(s))"
+        )
 
 
 def _read_csv(raw: bytes) -> pd.DataFrame:

@@ -98,7 +98,7 @@ def check_products(
     checks = [
         _frequency(s, family),
         _too_short(s, family),
-        {pid: "all-zero demand" for pid in s.index[s["total"] == 0]},
+        _all_zero(s, family),
         _gaps(s, family),
         _stale(s, family, panel_end),
         *({pid: f"null {c}" for pid in s.index[s[f"null {c}"]]} for c in family.features.exogenous),
@@ -153,6 +153,15 @@ def _too_short(s: pd.DataFrame, family: FamilySpec) -> dict[str, str]:
     return {
         pid: f"too short: {n} periods, family {family.name!r} needs {need}"
         for pid, n in s.loc[s["n"] < need, "n"].items()
+    }
+
+
+def _all_zero(s: pd.DataFrame, family: FamilySpec) -> dict[str, str]:
+    if family.validation.allow_all_zero:
+        return {}
+    return {
+        pid: "all-zero demand (set validation.allow_all_zero when no sales is real)"
+        for pid in s.index[s["total"] == 0]
     }
 
 

@@ -92,6 +92,7 @@ class ValidationSpec(StrictSpec):
     min_history: PositiveInt | None = None
     max_stale_periods: PositiveInt = 28
     allow_gaps: bool = False
+    allow_all_zero: bool = False  # true: a history of zeros is real (no sales), not wrong data
 
 
 class ProductSelector(StrictSpec):

@@ -149,10 +149,14 @@ class ProductModel:
         manifest = json.loads((root / "manifest.json").read_text())
         return cls(manifest, (root / "model.bin").read_bytes())
 
-    def forecast(self, horizon: int = 0) -> pd.DataFrame:
+    def forecast(self, horizon: int = 0, inputs: pd.DataFrame | None = None) -> pd.DataFrame:
         """The next `horizon` periods (0: the family's horizon): `unique_id, ds, yhat` and the
-        prediction interval bounds (`yhat_lo_80`, `yhat_hi_80`, ...)."""
-        ds, yhat = self.forecast_values(horizon)
+        prediction interval bounds (`yhat_lo_80`, `yhat_hi_80`, ...).
+
+        `inputs`: known future values of the family's exogenous columns (`ds` and any of
+        them, e.g. a promotion calendar); a date or column not given takes the model's
+        assumption (no promotion, the last known value of the others)."""
+        ds, yhat = self.forecast_values(horizon, inputs)
         return self._frame(ds, yhat)
 
     def bounds(self, yhat: np.ndarray) -> dict[str, np.ndarray]:
@@ -164,11 +168,20 @@ class ProductModel:
             {"unique_id": self.product_id, "ds": ds, "yhat": yhat, **self.bounds(yhat)}
         )
 
-    def forecast_values(self, horizon: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def forecast_values(
+        self, horizon: int = 0, inputs: pd.DataFrame | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """`forecast` as its two columns (`ds`, `yhat`), without building a frame."""
         last, steps = self.history.ds[-1], horizon or self.horizon
         ds = forecaster.future_dates(last, steps, self.config.frequency)
-        return ds, self.model.forecast(self.history, ds, None)
+        return ds, self.model.forecast(self.history, ds, self._exog(inputs, ds))
+
+    def _exog(self, inputs: pd.DataFrame | None, ds: np.ndarray) -> dict | None:
+        names = self.config.features.exogenous
+        if inputs is None or not names:
+            return None
+        defaults = forecaster.default_future_exog(self.history, len(ds), names)
+        return future_exog(inputs, ds, defaults)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Forecast what `frame` asks: `h` periods ahead, or the future `ds` rows (with the
@@ -181,8 +194,7 @@ class ProductModel:
         freq = forecaster.FREQ_ALIASES[self.config.frequency]
         steps = len(pd.date_range(pd.Timestamp(last), wanted.max(), freq=freq)) - 1
         ds = forecaster.future_dates(last, steps, self.config.frequency)
-        exog = future_exog(frame, ds, self.config.features.exogenous)
-        out = self._frame(ds, self.model.forecast(self.history, ds, exog))
+        out = self._frame(ds, self.model.forecast(self.history, ds, self._exog(frame, ds)))
         return out[out["ds"].isin(wanted)].reset_index(drop=True)
 
 
@@ -202,13 +214,18 @@ def interval_bounds(yhat: np.ndarray, widths: dict[str, list[float]]) -> dict[st
     return out
 
 
-def future_exog(frame: pd.DataFrame, ds: np.ndarray, names: tuple[str, ...]) -> dict | None:
-    """Exogenous values for the requested dates; unrequested steps use the model's defaults."""
-    if not names or not all(n in frame.columns for n in names):
-        return None
+def future_exog(
+    frame: pd.DataFrame, ds: np.ndarray, defaults: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Exogenous values for the dates `ds`: those `frame` gives (by `ds`), else the defaults
+    (one array per exogenous column, aligned with `ds`)."""
     given = frame.assign(ds=pd.to_datetime(frame["ds"])).set_index("ds")
+    given = given[~given.index.duplicated(keep="last")]
     out = {}
-    for n in names:
-        default = 0.0 if n == "promo" else float(given[n].iloc[0])
-        out[n] = given[n].reindex(pd.DatetimeIndex(ds)).fillna(default).to_numpy(dtype="float64")
+    for name, default in defaults.items():
+        if name not in given.columns:
+            out[name] = default
+            continue
+        values = given[name].reindex(pd.DatetimeIndex(ds)).to_numpy(dtype="float64")
+        out[name] = np.where(np.isnan(values), default, values)
     return out

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 import traceback
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -108,16 +108,24 @@ class ServingPlan:
         """product -> its shadow challenger, for products that have one."""
         return {r.product_id: r for r in self.refs if r.role == SHADOW}
 
-    def shards(self, size: int = SHARD_SIZE) -> list[ForecastShard]:
-        """Shards of at most `size` products, each product with its shadow in the same one."""
+    def shards(
+        self, size: int = SHARD_SIZE, inputs: dict[str, pd.DataFrame] | None = None
+    ) -> list[ForecastShard]:
+        """Shards of at most `size` products, each product with its shadow in the same one
+        (and the known future inputs of its products, from `inputs`: product -> rows)."""
         by_product: dict[str, list[ModelRef]] = {}
         for ref in self.refs:
             by_product.setdefault(ref.product_id, []).append(ref)
         groups = list(by_product.values())
-        return [
-            ForecastShard(f"forecast-{i // size:04d}", [r for g in groups[i : i + size] for r in g])
-            for i in range(0, len(groups), size)
-        ]
+        inputs = inputs or {}
+        out = []
+        for i in range(0, len(groups), size):
+            part = groups[i : i + size]
+            given = {p: inputs[p] for g in part if (p := g[0].product_id) in inputs}
+            out.append(
+                ForecastShard(f"forecast-{i // size:04d}", [r for g in part for r in g], given)
+            )
+        return out
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,7 @@ class ForecastShard:
 
     key: str
     refs: list[ModelRef]
+    inputs: dict[str, pd.DataFrame] = field(default_factory=dict)  # known future inputs
 
     @property
     def product_ids(self) -> list[str]:
@@ -216,17 +225,23 @@ def _copied_from(production: VersionFiles, staging: VersionFiles) -> bool:
 
 
 def forecast_version(
-    ref: ModelRef, horizon: int, verifier: Verifier, tracking_uri: str, scratch: Path
+    ref: ModelRef,
+    horizon: int,
+    verifier: Verifier,
+    tracking_uri: str,
+    scratch: Path,
+    inputs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One version's forecast rows (ROW_COLUMNS): its folder verified, its payload read
-    directly. A remote store's download goes under `scratch` and is removed once read."""
+    directly, its product's known future inputs used. A remote store's download goes under
+    `scratch` and is removed once read."""
     dst = scratch / f"{ref.files.name}-{ref.files.version}"
     try:
         folder = verified_folder(ref.files, verifier, tracking_uri, str(dst))
         model = ProductModel.from_folder(folder / "artifacts" / "model")
     finally:
         shutil.rmtree(dst, ignore_errors=True)  # only a download: never a local store's folder
-    out = model.forecast(horizon)
+    out = model.forecast(horizon, inputs)
     return out.assign(
         model_name=ref.files.name,
         model_version=ref.files.version,
@@ -235,17 +250,20 @@ def forecast_version(
 
 
 def forecast_refs(
-    key: str, refs: Iterable[ModelRef], horizon: int, verifier: Verifier, tracking_uri: str
+    shard: ForecastShard, horizon: int, verifier: Verifier, tracking_uri: str
 ) -> ShardForecast:
     """Forecast every version of a shard; a refused or failing one is named with its reason."""
     t0 = time.perf_counter()
-    out = ShardForecast(key, empty_rows())
+    out = ShardForecast(shard.key, empty_rows())
     frames = []
     with tempfile.TemporaryDirectory(prefix="factory-forecast-") as scratch:
-        for ref in refs:
+        for ref in shard.refs:
             out.models += 1
+            given = shard.inputs.get(ref.product_id)
             try:
-                frames.append(forecast_version(ref, horizon, verifier, tracking_uri, Path(scratch)))
+                frames.append(
+                    forecast_version(ref, horizon, verifier, tracking_uri, Path(scratch), given)
+                )
             except Exception as exc:  # this product's model only: named, the shard goes on
                 failed = out.missing if ref.role == SERVING else out.shadow_missing
                 failed[ref.product_id] = failure(ref, exc)
@@ -281,17 +299,17 @@ def empty_rows() -> pd.DataFrame:
 
 @ray.remote(num_cpus=1, max_retries=2)
 def _forecast_remote(
-    key: str, refs: list[ModelRef], horizon: int, verifier: Verifier, access: StoreAccess
+    shard: ForecastShard, horizon: int, verifier: Verifier, access: StoreAccess
 ) -> ShardForecast:
     with access.applied():
-        return forecast_refs(key, refs, horizon, verifier, access.tracking_uri)
+        return forecast_refs(shard, horizon, verifier, access.tracking_uri)
 
 
 def submit_shard(
     shard: ForecastShard, horizon: int, verifier: Verifier, access: StoreAccess
 ) -> ray.ObjectRef:
     """Start one shard on a Ray worker (Ray must be up: `ensure_ray`)."""
-    return _forecast_remote.remote(shard.key, shard.refs, horizon, verifier, access)
+    return _forecast_remote.remote(shard, horizon, verifier, access)
 
 
 def forecast_on_ray(
@@ -338,11 +356,13 @@ def forecast_products(
     products: Collection[str] | None = None,
     horizon: int | None = None,
     shard_size: int = SHARD_SIZE,
+    inputs: dict[str, pd.DataFrame] | None = None,
 ) -> BatchForecast:
     """Forecasts of the chosen products' serving versions and shadow challengers, every shard
-    on Ray at once (without Prefect: the flow runs the same steps as tasks)."""
+    on Ray at once (without Prefect: the flow runs the same steps as tasks); `inputs`: known
+    future inputs per product (`read_inputs`)."""
     plan = resolve_models(registry, products)
-    shards = plan.shards(shard_size)
+    shards = plan.shards(shard_size, inputs)
     if not shards:
         return combine(plan, [])
     ensure_ray(registry.settings)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from factory.adapters.data import read_file, read_panel
+from factory.adapters.data import read_file, read_inputs, read_panel
 from factory.core.contract import MISSING_ID, DataError, validate_panel
 from factory.core.fleet import FleetSpec
 
@@ -200,3 +200,46 @@ def test_an_empty_parquet_names_the_file(tmp_path):
 
     with pytest.raises(DataError, match=r"s\.parquet: no rows"):
         read_file(str(tmp_path / "s.parquet"))
+
+
+def test_known_future_inputs_are_read_per_product_by_date(tmp_path):
+    path = tmp_path / "inputs.csv"
+    path.write_text(
+        "unique_id,ds,promo,price\n"
+        "b,2026-12-02,1,9.5\n"
+        "a,2026-12-01,0,\n"  # an empty cell: not given, the model's assumption is used
+        "b,2026-12-01,0,10\n"
+    )
+    inputs = read_inputs(str(path))
+    assert sorted(inputs) == ["a", "b"]
+    b = inputs["b"]
+    assert list(b.columns) == ["ds", "promo", "price"]
+    assert list(b["ds"]) == [pd.Timestamp("2026-12-01"), pd.Timestamp("2026-12-02")]
+    assert b["promo"].tolist() == [0.0, 1.0] and b["price"].tolist() == [10.0, 9.5]
+    assert np.isnan(inputs["a"]["price"].iloc[0])
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("unique_id,promo\na,1\n", ["missing column(s) ds"]),
+        ("unique_id,ds\na,2026-12-01\n", ["no input columns"]),
+        ("unique_id,ds,promo\na,2026-12-01,1\nb,tomorrow,1\n", ["column ds", "'b'", "tomorrow"]),
+        ("unique_id,ds,promo\na,2026-12-01,yes\n", ["column promo", "'a'", "'yes'", "a number"]),
+        ("unique_id,ds,promo\na,2026-12-01,1\na,2026-12-01,0\n", ["'a'", "twice", "2026-12-01"]),
+    ],
+)
+def test_a_bad_inputs_file_names_the_file_column_and_product(tmp_path, text, needles):
+    path = tmp_path / "inputs.csv"
+    path.write_text(text)
+    with pytest.raises(DataError) as caught:
+        read_inputs(str(path))
+    message = str(caught.value)
+    assert message.startswith(str(path))
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_a_missing_inputs_file_is_named(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_inputs(str(tmp_path / "nope.parquet"))

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from tests.support.fleets import REPO
 
 SCRIPT = """
@@ -93,3 +95,25 @@ def test_the_shipped_code_loads_a_model_without_the_factory(tmp_path: Path) -> N
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert np.allclose(json.loads(done.stdout), outcome.forecast)
+
+
+def test_a_saved_model_folder_has_the_digest_it_reports_and_loads_in_mlflow(tmp_path: Path) -> None:
+    """The folder is hashed as it is written: the digest registration signs is the one a
+    verifier computes from the files, and MLflow loads the folder to the reported forecast."""
+    import mlflow
+    import numpy as np
+
+    from factory.adapters.registry.digest import folder_digest
+    from factory.adapters.registry.pyfunc import save_pyfunc
+    from factory.core.fleet import FamilySpec, GateSpec
+    from factory.core.training import train_many
+    from tests.core.test_pooled import FAMILY, panel
+
+    fam = FamilySpec.model_validate({**FAMILY, "models": [{"kind": "theta"}, {"kind": "ridge"}]})
+    outcomes = train_many(panel([10, 20]), fam, GateSpec(), {})
+    folders = [tmp_path / o.product_id for o in outcomes]
+    digests = [save_pyfunc(o, f) for o, f in zip(outcomes, folders, strict=True)]
+    assert digests == [folder_digest(f) for f in folders]
+    assert len(set(digests)) == 2
+    yhat = mlflow.pyfunc.load_model(str(folders[1])).predict(pd.DataFrame({"h": [12]}))["yhat"]
+    assert np.allclose(yhat, outcomes[1].forecast)

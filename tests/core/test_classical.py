@@ -20,6 +20,7 @@ from factory.core.training import (
     _backtest_candidates,
     challenger_label,
     fallback_label,
+    train_many,
     train_product,
 )
 from tests.support.models import model_of
@@ -333,3 +334,27 @@ def test_a_fleet_sets_the_fallback_tolerance():
     assert json.loads(loose.config_json)["kind"] == "theta"
     with pytest.raises(ValueError, match="fallback_tolerance"):
         GateSpec(fallback_tolerance=1.5)
+
+
+def test_an_all_zero_product_gets_a_zero_forecast_whatever_the_candidates():
+    """A family that allows all-zero histories: every candidate kind copes with a series of
+    zeros (no division by its zero scale), and the product is forecast zero, with intervals."""
+    everything = family(
+        {"kind": "ridge"},
+        {"kind": "lightgbm", "n_estimators": 20},
+        {"kind": "pooled_lightgbm", "n_estimators": 20},
+        {"kind": "auto_ets"},
+        {"kind": "theta"},
+        {"kind": "auto_arima"},
+        {"kind": "croston", "variant": "sba"},
+        {"kind": "tsb"},
+        {"kind": "ensemble", "top_k": 3},
+        validation={"allow_all_zero": True},
+    )
+    items = [("zero", monthly(np.zeros(84))), ("sells", monthly(trend_season(84, noise=2)))]
+    zero, sells = train_many(items, everything, GATE, {})
+    assert (zero.status, sells.status) == ("registered", "registered"), zero.reason
+    assert np.allclose(zero.forecast, 0.0)
+    frame = model_of(zero).forecast()
+    assert np.allclose(frame["yhat"], 0.0) and frame.notna().all().all()
+    assert (frame["yhat_lo_95"] >= 0).all()

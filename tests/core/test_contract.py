@@ -500,3 +500,17 @@ def test_validation_of_10000_products_stays_fast(fleet_spec):
 
     assert len(report.valid_ids) > 9_000
     assert time.perf_counter() - started < 10
+
+
+def test_an_all_zero_history_is_quarantined_unless_the_family_allows_it():
+    """All-zero demand is wrong data by default (a broken feed looks like that); a family whose
+    products can truly sell nothing for a whole history says so, and they are trained."""
+    frame = panel(product("zero", days(), y=np.zeros(20)), product("ok", days()))
+
+    _, strict = validate_panel(frame, tiny_fleet())
+    clean, allowed = validate_panel(frame, tiny_fleet(allow_all_zero=True))
+
+    assert list(strict.quarantined) == ["zero"]
+    assert "allow_all_zero" in strict.quarantined["zero"][0]
+    assert not allowed.quarantined
+    assert set(clean["unique_id"]) == {"zero", "ok"}

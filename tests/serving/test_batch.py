@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -119,6 +120,36 @@ def test_batch_forecast_equals_the_pyfunc_forecast_of_the_same_version(
     history = read_forecast_history(get_settings().resolved_forecasts_url)
     assert {"role", "model_version", "model_name"} <= set(history.columns)
     assert set(history.loc[history["unique_id"].isin(registered), "role"]) >= {"serving"}
+
+
+def test_known_future_inputs_reach_the_models_and_equal_the_pyfunc_forecast(
+    home: dict, tmp_path: Path
+) -> None:
+    """A promotion calendar given to the batch forecast changes the forecasts of the models
+    that use promo, exactly as the same future rows given to the pyfunc model do."""
+    from flows.forecast_products import forecast_products_flow
+
+    def serving(folder: str, inputs: str | None = None) -> pd.DataFrame:
+        report = forecast_products_flow(None, None, str(tmp_path / folder), inputs_url=inputs)
+        frame = pd.read_parquet(report.url)
+        return frame[frame["role"] == "serving"].reset_index(drop=True)
+
+    plain = serving("plain")
+    calendar = plain[["unique_id", "ds"]].assign(promo=1.0)  # every day on promotion
+    calendar.to_csv(tmp_path / "promos.csv", index=False)
+    promoted = serving("promoted", str(tmp_path / "promos.csv"))
+    changed = []
+    for pid in home["registered"]:
+        before = plain[plain["unique_id"] == pid].reset_index(drop=True)
+        after = promoted[promoted["unique_id"] == pid].reset_index(drop=True)
+        model = mlflow.pyfunc.load_model(
+            client().get_model_version_download_uri(f"factory.production.{pid}", "1")
+        )
+        expected = model.predict(pd.DataFrame({"ds": before["ds"], "promo": 1.0}))
+        assert after["yhat"].tolist() == pytest.approx(expected["yhat"].tolist(), rel=1e-12)
+        if not np.allclose(before["yhat"], after["yhat"]):
+            changed.append(pid)
+    assert changed  # the repo fleet's lag models use promo
 
 
 def test_a_tampered_model_is_refused_by_name_and_the_others_are_forecast(

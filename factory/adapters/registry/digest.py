@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePosixPath
 
 CHUNK = 1 << 20
 
@@ -13,10 +14,27 @@ def folder_digest(folder: Path) -> str:
     added or removed file changes it."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix().encode()
-        digest.update(len(rel).to_bytes(8, "big") + rel)
-        digest.update(path.stat().st_size.to_bytes(8, "big"))
         with path.open("rb") as fh:
-            while chunk := fh.read(CHUNK):
-                digest.update(chunk)
+            chunks = iter(lambda: fh.read(CHUNK), b"")
+            _add(digest, path.relative_to(folder).as_posix(), path.stat().st_size, chunks)
     return f"sha256:{digest.hexdigest()}"
+
+
+def write_folder(folder: Path, files: Mapping[str, bytes]) -> str:
+    """Write `files` (relative posix path -> bytes) under a new folder and return its
+    `folder_digest`, computed from the bytes written rather than read back."""
+    digest = hashlib.sha256()
+    for rel in sorted(files, key=lambda r: PurePosixPath(r).parts):  # folder_digest's order
+        target = folder / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(files[rel])
+        _add(digest, rel, len(files[rel]), (files[rel],))
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _add(digest: hashlib._Hash, rel: str, size: int, chunks: Iterable[bytes]) -> None:
+    name = rel.encode()
+    digest.update(len(name).to_bytes(8, "big") + name)
+    digest.update(size.to_bytes(8, "big"))
+    for chunk in chunks:
+        digest.update(chunk)

@@ -99,7 +99,8 @@ def repair(
             models = snapshot(registry, products)
     rows = {r["product_id"]: r for r in read_state(state_dir).to_dict("records")}
     if products is not None:
-        rows = {p: r for p, r in rows.items() if p in set(products)}
+        wanted = set(products)
+        rows = {p: r for p, r in rows.items() if p in wanted}
     found = status_fixes(models, rows, ALIASES)
     report.fixes += found
     if apply and found:

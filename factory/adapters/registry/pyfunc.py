@@ -26,7 +26,7 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 from mlflow.types.schema import AnyType
 from mlflow.utils.file_utils import local_file_uri_to_path
 
-from factory.adapters.registry.digest import folder_digest
+from factory.adapters.registry.digest import write_folder
 from factory.adapters.registry.names import product_slug
 from factory.core import classical, forecaster, saved
 from factory.core.training import ProductOutcome
@@ -85,9 +85,7 @@ def log_models(
 
 def _saved(o: ProductOutcome, parent: Path) -> str:
     """Save one winner's folder under `parent` and return its digest."""
-    folder = parent / product_slug(o.product_id)
-    save_pyfunc(o, folder)
-    return folder_digest(folder)
+    return save_pyfunc(o, parent / product_slug(o.product_id))
 
 
 def version_tags(o: ProductOutcome) -> dict[str, str]:
@@ -118,26 +116,37 @@ def version_tags(o: ProductOutcome) -> dict[str, str]:
     return tags
 
 
-def save_pyfunc(o: ProductOutcome, path: Path) -> None:
-    """Write one product's pyfunc model folder (models-from-code, LightGBM text / skops bytes).
+def save_pyfunc(o: ProductOutcome, path: Path) -> str:
+    """Write one product's pyfunc model folder (models-from-code, LightGBM text / skops bytes)
+    and return its digest.
 
     `mlflow.pyfunc.save_model` re-executes the model code and rewrites identical environment
-    files for every model (~40 ms); it runs once per process to make a template, and each
-    product gets a copy with its own artifacts, model UUID and creation time (~2 ms; the two
-    MLmodel lines are rewritten as text, since a YAML round trip costs 6 ms).
+    files for every model (~40 ms); it runs once per process to make a template, kept in
+    memory, and each product's folder is that template with its own artifacts, model UUID and
+    creation time (the two MLmodel lines are rewritten as text: a YAML round trip costs 6 ms),
+    hashed as it is written.
     """
     assert o.payload is not None and o.config_json is not None
     exogenous = tuple(json.loads(o.config_json)["features"]["exogenous"])
     with _TEMPLATE_LOCK:
-        template = _pyfunc_template(exogenous)
-    shutil.copytree(template, path)
-    art = path / "artifacts" / "model"
-    (art / "manifest.json").write_text(json.dumps(manifest_of(o)))
-    (art / "model.bin").write_bytes(o.payload)
-    mlmodel = _MLMODEL_IDENTITY.sub(
-        lambda m: f"{m[1]}: {_identity(m[1])}", (path / "MLmodel").read_text()
-    )
-    (path / "MLmodel").write_text(mlmodel)
+        files = dict(_template_files(exogenous))
+    files["MLmodel"] = _MLMODEL_IDENTITY.sub(
+        lambda m: f"{m[1]}: {_identity(m[1])}", files["MLmodel"].decode()
+    ).encode()
+    files["artifacts/model/manifest.json"] = json.dumps(manifest_of(o)).encode()
+    files["artifacts/model/model.bin"] = o.payload
+    return write_folder(path, files)
+
+
+@functools.cache
+def _template_files(exogenous: tuple[str, ...]) -> dict[str, bytes]:
+    """The template folder's files: relative posix path -> bytes."""
+    template = _pyfunc_template(exogenous)
+    return {
+        p.relative_to(template).as_posix(): p.read_bytes()
+        for p in template.rglob("*")
+        if p.is_file()
+    }
 
 
 def manifest_of(o: ProductOutcome) -> dict[str, object]:

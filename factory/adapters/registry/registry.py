@@ -10,8 +10,10 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -208,16 +210,19 @@ class Registry:
         ]
 
     def _log_shard_metrics(self, run_id: str, outcomes: list[ProductOutcome]) -> None:
+        """The shard's summary on its run: how many products ended how, and each metric's
+        mean over the products' chosen models (every product's own scores are in
+        `outcomes.json` and on its version's tags: one metric row per product and metric
+        cost ~5 ms of MLflow's store per product)."""
         now = int(time.time() * 1000)
-        metrics = [
-            Metric(f"{product_slug(o.product_id)}/{o.challenger}/{m}", v, now, 0)
-            for o in outcomes
-            if o.challenger
-            for m, v in o.scores[o.challenger].items()
-            if v == v and abs(v) != float("inf")
-        ]
-        for start in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[start : start + 1000], synchronous=True)
+        counts = Counter(o.status for o in outcomes)
+        metrics = [Metric(f"products_{status}", n, now, 0) for status, n in sorted(counts.items())]
+        scores = [o.scores[o.challenger] for o in outcomes if o.challenger in o.scores]
+        for name in sorted({m for s in scores for m in s}):
+            values = [s[name] for s in scores if name in s and math.isfinite(s[name])]
+            if values:
+                metrics.append(Metric(f"mean_{name}", sum(values) / len(values), now, 0))
+        self.client.log_batch(run_id, metrics=metrics, synchronous=True)
 
     def _plan(
         self,
