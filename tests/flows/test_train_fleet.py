@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import mlflow
@@ -198,9 +199,17 @@ def test_pyfunc_forecast_equals_the_reported_forecast(fleet_run, tmp_path: Path)
     reported: dict[str, dict[str, float]] = {}
     for run in c.search_runs([c.get_experiment_by_name("model-factory").experiment_id]):
         path = c.download_artifacts(run.info.run_id, "outcomes.json", str(tmp_path))
-        for row in json.loads(Path(path).read_text())["products"]:
+        rows = json.loads(Path(path).read_text())["products"]
+        for row in rows:
             if row["forecast"]:
                 reported[row["product_id"]] = row["forecast"]
+        # the shard run's summary: its products by status, the mean of their scores
+        registered = sum(r["status"] == "registered" for r in rows)
+        assert run.data.metrics.get("products_registered", 0) == registered
+        chosen = [r["scores"][r["challenger"]] for r in rows if r["challenger"] in r["scores"]]
+        mases = [m["mase"] for m in chosen if math.isfinite(m.get("mase", math.inf))]
+        if mases:
+            assert run.data.metrics["mean_mase"] == pytest.approx(sum(mases) / len(mases))
     assert len(reported) >= 20
     pid = sorted(reported)[0]
     mlflow.set_tracking_uri(get_settings().tracking_uri)  # as a user loading a model would
