@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 
 import fsspec
+import numpy as np
 import pandas as pd
 
-from factory.core.contract import DataError, parse_dates
+from factory.core.contract import MAX_ABS_VALUE, DataError, parse_dates
 
 KEY_COLUMNS = ("unique_id", "ds", "y")
 DATA_SUFFIXES = (".parquet", ".csv")
@@ -84,8 +85,8 @@ def read_inputs(url: str) -> dict[str, pd.DataFrame]:
     """Known future inputs (a promotion calendar, planned prices): a parquet or CSV file with
     `unique_id`, `ds` and one column per exogenous input; product -> its rows (`ds` and the
     inputs), by date. An empty cell is not given (the model's assumption is used there); a
-    date or number that does not parse, or a product given twice for a date, is an InputsError
-    naming the file, the column and the product."""
+    cell that is not a date or a finite number, or a product given twice for a date, is an
+    InputsError naming the file, the column and the product."""
     try:
         frame = _read_table(url)
     except DataError as exc:
@@ -101,9 +102,10 @@ def read_inputs(url: str) -> dict[str, pd.DataFrame]:
     _refuse_bad_cells(url, frame, "ds", dates, "a date")
     frame["ds"] = dates
     for column in inputs:
-        numbers = pd.to_numeric(frame[column], errors="coerce")
-        _refuse_bad_cells(url, frame, column, numbers, "a number")
-        frame[column] = numbers.astype("float64")
+        numbers = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        finite = numbers.where(np.isfinite(numbers) & (numbers.abs() <= MAX_ABS_VALUE))
+        _refuse_bad_cells(url, frame, column, finite, "a finite number")
+        frame[column] = numbers
     twice = frame.duplicated(["unique_id", "ds"])
     if twice.any():
         row = frame.loc[twice].iloc[0]

@@ -225,7 +225,8 @@ def test_known_future_inputs_are_read_per_product_by_date(tmp_path):
         ("unique_id,promo\na,1\n", ["missing column(s) ds"]),
         ("unique_id,ds\na,2026-12-01\n", ["no input columns"]),
         ("unique_id,ds,promo\na,2026-12-01,1\nb,tomorrow,1\n", ["column ds", "'b'", "tomorrow"]),
-        ("unique_id,ds,promo\na,2026-12-01,yes\n", ["column promo", "'a'", "'yes'", "a number"]),
+        ("unique_id,ds,promo\na,2026-12-01,yes\n", ["column promo", "'a'", "'yes'", "a finite"]),
+        ("unique_id,ds,price\na,2026-12-01,inf\n", ["column price", "'a'", "a finite number"]),
         ("unique_id,ds,promo\na,2026-12-01,1\na,2026-12-01,0\n", ["'a'", "twice", "2026-12-01"]),
     ],
 )
