@@ -84,16 +84,12 @@ def write_batch(
 
 @task(cache_policy=NO_CACHE, retries=1, retry_condition_fn=retry_unless_user_error)
 def write_forecasts(
-    products: list[str],
-    horizon: int | None,
-    out_url: str,
-    registry: Registry,
-    inputs: dict[str, pd.DataFrame] | None = None,
+    products: list[str], horizon: int | None, out_url: str, registry: Registry
 ) -> ForecastReport:
     """Forecast every product on Ray and write one parquet file (and the forecast history), in
     one task; when no product could be forecast, write nothing (an earlier file is not replaced
     by an empty one)."""
-    batch = forecast_products(registry, products, horizon, inputs=inputs)
+    batch = forecast_products(registry, products, horizon)
     forecasts_url = registry.settings.resolved_forecasts_url
     report = save_forecasts(
         batch.frame, batch.missing, out_url, forecasts_url, batch.shadow_missing

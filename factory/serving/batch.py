@@ -356,13 +356,11 @@ def forecast_products(
     products: Collection[str] | None = None,
     horizon: int | None = None,
     shard_size: int = SHARD_SIZE,
-    inputs: dict[str, pd.DataFrame] | None = None,
 ) -> BatchForecast:
     """Forecasts of the chosen products' serving versions and shadow challengers, every shard
-    on Ray at once (without Prefect: the flow runs the same steps as tasks); `inputs`: known
-    future inputs per product (`read_inputs`)."""
+    on Ray at once (without Prefect: the flow runs the same steps as tasks)."""
     plan = resolve_models(registry, products)
-    shards = plan.shards(shard_size, inputs)
+    shards = plan.shards(shard_size)
     if not shards:
         return combine(plan, [])
     ensure_ray(registry.settings)
